@@ -21,7 +21,9 @@ import orjson
 
 __all__ = [
     "DEAD_LETTER_PAYLOAD_LIMIT",
+    "MAX_DETAIL_LENGTH",
     "MAX_LOCATION_ID",
+    "MAX_RIDE_ID_LENGTH",
     "MAX_TRIP_DISTANCE_MILES",
     "MODEL_NAME_IN_EVENTS",
     "InvalidRide",
@@ -42,6 +44,12 @@ MAX_LOCATION_ID = 265
 
 #: A distance above this is a meter fault, not a taxi ride (the January 2022 file has one of 224,481 miles).
 MAX_TRIP_DISTANCE_MILES = 1_000.0
+
+#: ride_id becomes the partition key of the prediction event: Kinesis takes at most 256 characters.
+MAX_RIDE_ID_LENGTH = 256
+
+#: A dead-letter event's ``detail`` is cut to this many characters (a model's error message can be long).
+MAX_DETAIL_LENGTH = 1_000
 
 #: Room left for a dead-letter event's payload: Kinesis takes 1 MiB per record (data + partition key);
 #: the envelope around the base64 payload needs a few KiB at most.
@@ -146,6 +154,9 @@ def decode_ride(payload: bytes) -> Ride:
         raise InvalidRide(Reason.MISSING_FIELD, "ride_id is missing")
     if isinstance(ride_id, bool) or not isinstance(ride_id, int | str) or ride_id == "":
         raise InvalidRide(Reason.WRONG_TYPE, f"ride_id must be an integer or a non-empty string, got {ride_id!r:.40}")
+    if len(str(ride_id)) > MAX_RIDE_ID_LENGTH:
+        # It becomes the output's partition key, which Kinesis caps at 256 characters.
+        raise InvalidRide(Reason.OUT_OF_RANGE, f"ride_id is longer than {MAX_RIDE_ID_LENGTH} characters")
     return Ride(
         ride_id=ride_id,
         pu_location_id=_require_int(ride, "PULocationID"),
@@ -183,7 +194,7 @@ def dead_letter_event(
         {
             "event_id": event_id(source),
             "reason": reason,
-            "detail": detail,
+            "detail": detail[:MAX_DETAIL_LENGTH],
             "model_version": version,
             "source": {
                 "stream_name": stream_name,

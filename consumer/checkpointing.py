@@ -1,0 +1,91 @@
+"""The whole checkpoint policy in one function.
+
+The daemon answers a checkpoint request with the name of the Java exception it hit, if any:
+
+- ``ThrottlingException`` / ``KinesisClientLibDependencyException``: DynamoDB is busy or briefly unreachable;
+  back off and try again, a bounded number of times.
+- ``ShutdownException``: the lease is gone (another worker has the shard). Stop; the new owner replays from the
+  last checkpoint, so nothing is lost.
+- ``InvalidStateException`` and anything unknown: the lease table or the daemon is broken; fail loudly.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from enum import Enum
+from typing import Any, Protocol
+
+from amazon_kclpy.checkpoint_error import CheckpointError
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+from consumer.errors import CheckpointFailed
+
+__all__ = ["Checkpointed", "Checkpointer", "checkpoint"]
+
+RETRYABLE = frozenset({"ThrottlingException", "KinesisClientLibDependencyException"})
+LEASE_GONE = "ShutdownException"
+
+
+class Checkpointer(Protocol):
+    """amazon_kclpy's checkpointer: raises CheckpointError(name of the Java exception) on failure."""
+
+    def checkpoint(self, sequence_number: str | None = None, sub_sequence_number: int | None = None) -> None: ...
+
+
+class Checkpointed(Enum):
+    """What became of a checkpoint request."""
+
+    DONE = "done"
+    LEASE_LOST = "lease_lost"
+
+
+def _error_name(exc: BaseException) -> str:
+    return str(getattr(exc, "value", exc))
+
+
+def _is_retryable(exc: BaseException) -> bool:
+    return isinstance(exc, CheckpointError) and _error_name(exc) in RETRYABLE
+
+
+def _log_retry(log: Any) -> Callable[[RetryCallState], None]:
+    def before_sleep(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        log.warning("checkpoint_retry", attempt=state.attempt_number, error=_error_name(error) if error else None)
+
+    return before_sleep
+
+
+def checkpoint(
+    checkpointer: Checkpointer,
+    sequence_number: str | None = None,
+    sub_sequence_number: int | None = None,
+    *,
+    max_attempts: int = 6,
+    backoff_max_seconds: float = 5.0,
+    sleep: Callable[[float], None] = time.sleep,
+    log: Any = None,
+) -> Checkpointed:
+    """Checkpoint at ``sequence_number`` (the end of the delivered records when None) under the policy above."""
+    retrying = Retrying(
+        stop=stop_after_attempt(max_attempts),
+        wait=wait_random_exponential(multiplier=0.2, max=backoff_max_seconds),
+        retry=retry_if_exception(_is_retryable),
+        sleep=sleep,
+        before_sleep=_log_retry(log) if log is not None else None,
+        reraise=True,
+    )
+    try:
+        for attempt in retrying:
+            with attempt:
+                checkpointer.checkpoint(sequence_number, sub_sequence_number)
+    except CheckpointError as exc:
+        name = _error_name(exc)
+        if name == LEASE_GONE:
+            return Checkpointed.LEASE_LOST
+        if name in RETRYABLE:
+            raise CheckpointFailed(
+                f"{name} on each of {max_attempts} attempts", sequence_number=sequence_number
+            ) from None
+        raise CheckpointFailed(name, sequence_number=sequence_number) from None
+    return Checkpointed.DONE

@@ -1,0 +1,45 @@
+"""The exceptions of the consumer: one root, each carrying the data an operator needs."""
+
+from __future__ import annotations
+
+__all__ = [
+    "CheckpointFailed",
+    "ConsumerError",
+    "DaemonSetupError",
+    "SettingsError",
+    "SinkError",
+]
+
+
+class ConsumerError(Exception):
+    """Root of every error this package raises on purpose."""
+
+
+class SettingsError(ConsumerError):
+    """A setting is missing or invalid; the message names the environment variable."""
+
+
+class DaemonSetupError(ConsumerError):
+    """The KCL daemon cannot be started: missing or tampered jars, no java, a bad properties template."""
+
+
+class SinkError(ConsumerError):
+    """Records could not be written to a stream; nothing past them may be checkpointed.
+
+    ``unwritten`` is how many entries of the put are still not written, ``stream_name`` where they were going.
+    """
+
+    def __init__(self, message: str, *, stream_name: str, unwritten: int, retryable: bool) -> None:
+        super().__init__(f"{stream_name}: {message}")
+        self.stream_name = stream_name
+        self.unwritten = unwritten
+        self.retryable = retryable
+
+
+class CheckpointFailed(ConsumerError):
+    """The daemon refused a checkpoint in a way that retrying cannot fix (e.g. InvalidStateException)."""
+
+    def __init__(self, error: str, *, sequence_number: str | None) -> None:
+        super().__init__(f"checkpoint at {sequence_number} failed: {error}")
+        self.error = error
+        self.sequence_number = sequence_number

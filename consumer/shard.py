@@ -1,0 +1,69 @@
+"""The shard process: what record_processor.py runs, once per leased shard, under the MultiLangDaemon.
+
+It wires the pieces (settings, logs, the prepared model, the two sinks) and hands stdin/stdout to amazon_kclpy's
+KCLProcess. stdout carries only the MultiLang protocol; every log line goes to stderr as JSON.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, TextIO
+
+import boto3
+from amazon_kclpy.kcl import KCLProcess
+from botocore.config import Config
+
+from consumer.errors import SettingsError
+from consumer.logs import configure_logging, get_logger
+from consumer.processor import RideProcessor
+from consumer.scoring import load_prepared
+from consumer.settings import Settings, load_settings
+from consumer.sink import KinesisSink
+
+__all__ = ["kinesis_client", "main"]
+
+
+def kinesis_client(settings: Settings, *, max_attempts: int = 1) -> Any:
+    """A Kinesis client. For the sinks its own retries are off: the sink's loop is the only one, so its budget
+    is known and every retry is logged."""
+    endpoint = settings.aws_endpoint_url_kinesis
+    return boto3.client(
+        "kinesis",
+        region_name=settings.aws_region,
+        endpoint_url=str(endpoint).rstrip("/") if endpoint else None,
+        config=Config(retries={"max_attempts": max_attempts, "mode": "standard"}, connect_timeout=5, read_timeout=10),
+    )
+
+
+def main(stdin: TextIO | None = None, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+    err = stderr or sys.stderr
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"record processor: {exc}", file=err)
+        return 2
+    configure_logging(settings.log_level, stream=err, component="record_processor")
+    if settings.prepared_model_dir is None:
+        get_logger().error("no_prepared_model", hint="PREPARED_MODEL_DIR is set by `python -m consumer run`")
+        return 2
+    scorer = load_prepared(settings.prepared_model_dir)
+    client = kinesis_client(settings)
+
+    def sink(stream_name: str) -> KinesisSink:
+        return KinesisSink(
+            client,
+            stream_name,
+            max_attempts=settings.put_max_attempts,
+            backoff_max_seconds=settings.put_backoff_max_seconds,
+        )
+
+    processor = RideProcessor(
+        model=scorer,
+        model_version=scorer.info.version,
+        predictions=sink(settings.predictions_stream_name),
+        dead_letters=sink(settings.dead_letter_stream_name),
+        input_stream=settings.input_stream_name,
+        test_run=settings.test_run,
+    )
+    KCLProcess(processor, input_file=stdin or sys.stdin, output_file=stdout or sys.stdout, error_file=err).run()
+    return 0

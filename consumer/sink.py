@@ -1,0 +1,228 @@
+"""Writing events to a Kinesis stream: PutRecords in chunks within the service limits, resending only what failed.
+
+A :class:`Sink` either writes every entry it is given or raises :class:`~consumer.errors.SinkError`; the
+processor checkpoints only after ``put`` returns. :class:`MemorySink` is the in-memory twin for tests.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+
+from consumer.errors import SinkError
+from consumer.logs import get_logger
+
+__all__ = [
+    "MAX_RECORDS_PER_PUT",
+    "MAX_BYTES_PER_PUT",
+    "MAX_BYTES_PER_RECORD",
+    "Entry",
+    "KinesisSink",
+    "MemorySink",
+    "Sink",
+    "chunked",
+]
+
+#: PutRecords limits: 500 records and 5 MiB per call, 1 MiB per record (data plus partition key).
+MAX_RECORDS_PER_PUT = 500
+MAX_BYTES_PER_PUT = 5 * 1024 * 1024
+MAX_BYTES_PER_RECORD = 1024 * 1024
+
+#: Whole-call errors worth another try; anything else (a missing stream, denied access) will not heal by waiting.
+RETRYABLE_ERROR_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "LimitExceededException",
+        "InternalFailure",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "KMSThrottlingException",
+    }
+)
+RETRYABLE_TRANSPORT_ERRORS = (EndpointConnectionError, ConnectionClosedError, ConnectTimeoutError, ReadTimeoutError)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One record to write."""
+
+    data: bytes
+    partition_key: str
+
+    @property
+    def size(self) -> int:
+        return len(self.data) + len(self.partition_key.encode("utf-8"))
+
+
+class Sink(Protocol):
+    """Where events go.
+
+    Contract: ``put`` returns only when every entry is durably accepted by the stream, and raises
+    :class:`SinkError` otherwise. Entries may be written more than once (at-least-once) but never dropped.
+    """
+
+    stream_name: str
+
+    def put(self, entries: Sequence[Entry]) -> None: ...
+
+
+def chunked(entries: Sequence[Entry]) -> Iterator[list[Entry]]:
+    """Split entries into PutRecords calls of at most 500 records and 5 MiB; refuse a record over 1 MiB."""
+    chunk: list[Entry] = []
+    chunk_bytes = 0
+    for entry in entries:
+        size = entry.size
+        if size > MAX_BYTES_PER_RECORD:
+            raise ValueError(f"a record of {size} bytes is over the 1 MiB Kinesis limit")
+        if chunk and (len(chunk) == MAX_RECORDS_PER_PUT or chunk_bytes + size > MAX_BYTES_PER_PUT):
+            yield chunk
+            chunk, chunk_bytes = [], 0
+        chunk.append(entry)
+        chunk_bytes += size
+    if chunk:
+        yield chunk
+
+
+class _SomeNotWritten(Exception):
+    """Internal: this attempt left entries unwritten; tenacity tries again."""
+
+    def __init__(self, cause: str, pending: int) -> None:
+        super().__init__(cause)
+        self.cause = cause
+        self.pending = pending
+
+
+class KinesisSink:
+    """PutRecords to one stream with capped exponential backoff and full jitter between attempts.
+
+    Only the entries that failed are sent again (matched by position in the response). The boto3 client should
+    have its own retries off (``max_attempts=1``) so that this loop is the only one and its budget is known.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        stream_name: str,
+        *,
+        max_attempts: int = 8,
+        backoff_max_seconds: float = 5.0,
+        backoff_first_seconds: float = 0.1,
+        sleep: Callable[[float], None] = time.sleep,
+        on_retry: Callable[[int], None] | None = None,
+    ) -> None:
+        self.stream_name = stream_name
+        self._client = client
+        self._max_attempts = max_attempts
+        self._wait = wait_random_exponential(multiplier=backoff_first_seconds, max=backoff_max_seconds)
+        self._sleep = sleep
+        self._on_retry = on_retry
+        self._log = get_logger(stream_name=stream_name)
+
+    def put(self, entries: Sequence[Entry]) -> None:
+        for chunk in chunked(entries):
+            self._put_chunk(chunk)
+
+    def _put_chunk(self, chunk: list[Entry]) -> None:
+        pending = list(chunk)
+        retrying = Retrying(
+            stop=stop_after_attempt(self._max_attempts),
+            wait=self._wait,
+            retry=retry_if_exception_type(_SomeNotWritten),
+            sleep=self._sleep,
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+        try:
+            for attempt in retrying:
+                with attempt:
+                    pending, cause = self._attempt(pending)
+                    if pending:
+                        raise _SomeNotWritten(cause, len(pending))
+        except _SomeNotWritten as exc:
+            raise SinkError(
+                f"{exc.pending} of {len(chunk)} records still not written after {self._max_attempts} attempts "
+                f"(last error: {exc.cause})",
+                stream_name=self.stream_name,
+                unwritten=exc.pending,
+                retryable=True,
+            ) from None
+
+    def _attempt(self, pending: list[Entry]) -> tuple[list[Entry], str]:
+        """One PutRecords call; return the entries still unwritten (in order) and why. Raise SinkError when
+        waiting cannot help."""
+        try:
+            response = self._client.put_records(
+                StreamName=self.stream_name,
+                Records=[{"Data": entry.data, "PartitionKey": entry.partition_key} for entry in pending],
+            )
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "Unknown")
+            if code in RETRYABLE_ERROR_CODES:
+                return pending, code
+            message = exc.response.get("Error", {}).get("Message", str(exc))
+            raise SinkError(
+                f"PutRecords refused with {code}: {message}",
+                stream_name=self.stream_name,
+                unwritten=len(pending),
+                retryable=False,
+            ) from exc
+        except RETRYABLE_TRANSPORT_ERRORS as exc:
+            return pending, f"{type(exc).__name__}: {exc}"
+        except BotoCoreError as exc:
+            raise SinkError(
+                f"PutRecords failed: {type(exc).__name__}: {exc}",
+                stream_name=self.stream_name,
+                unwritten=len(pending),
+                retryable=False,
+            ) from exc
+        if not response.get("FailedRecordCount"):
+            return [], ""
+        failed = [
+            (entry, result["ErrorCode"])
+            for entry, result in zip(pending, response["Records"], strict=True)
+            if result.get("ErrorCode")
+        ]
+        codes = ", ".join(sorted({code for _, code in failed}))
+        return [entry for entry, _ in failed], f"{len(failed)} entries failed: {codes}"
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        pending = exc.pending if isinstance(exc, _SomeNotWritten) else None
+        delay = state.next_action.sleep if state.next_action else 0.0
+        self._log.warning(
+            "put_records_retry",
+            attempt=state.attempt_number,
+            unwritten=pending,
+            cause=getattr(exc, "cause", str(exc)),
+            backoff_seconds=round(delay, 3),
+        )
+        if self._on_retry is not None and pending is not None:
+            self._on_retry(pending)
+
+
+@dataclass
+class MemorySink:
+    """In-memory twin of KinesisSink for tests: records what was written; can be told to fail."""
+
+    stream_name: str
+    written: list[Entry] = field(default_factory=list)
+    fail_with: SinkError | None = None
+
+    def put(self, entries: Sequence[Entry]) -> None:
+        if self.fail_with is not None:
+            raise self.fail_with
+        for chunk in chunked(entries):
+            self.written.extend(chunk)

@@ -1,0 +1,113 @@
+import base64
+import hashlib
+
+import orjson
+import pytest
+
+from consumer.events import (
+    MAX_RIDE_ID_LENGTH,
+    MODEL_NAME_IN_EVENTS,
+    InvalidRide,
+    Reason,
+    Ride,
+    SourceRecord,
+    dead_letter_event,
+    decode_ride,
+    event_id,
+    prediction_event,
+)
+from tests.unit.factories import ride_payload
+
+SOURCE = SourceRecord("shardId-000000000001", "4960000000000000000000001", 3, "156", 1_700_000_000_000)
+
+
+def test_a_seed_ride_decodes_to_its_fields():
+    assert decode_ride(ride_payload()) == Ride(ride_id=156, pu_location_id=130, do_location_id=205, trip_distance=3.66)
+
+
+def test_string_ride_ids_and_integer_distances_are_accepted():
+    ride = decode_ride(ride_payload(ride_id="abc-1", distance=4))
+    assert ride.ride_id == "abc-1"
+    assert ride.trip_distance == 4.0
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"\xff\xfe not utf-8", Reason.NOT_UTF8),
+        (b"{not json", Reason.NOT_JSON),
+        (b'{"ride": {"PULocationID": 1, "DOLocationID": 2, "trip_distance": NaN}, "ride_id": 1}', Reason.NOT_JSON),
+        (b"[1, 2, 3]", Reason.NOT_AN_OBJECT),
+        (b'{"ride_id": 1}', Reason.MISSING_FIELD),
+        (b'{"ride": {"PULocationID": 1, "DOLocationID": 2, "trip_distance": 1.0}}', Reason.MISSING_FIELD),
+        (b'{"ride": "130_205", "ride_id": 1}', Reason.WRONG_TYPE),
+        (ride_payload(pu="130"), Reason.WRONG_TYPE),
+        (ride_payload(pu=True), Reason.WRONG_TYPE),
+        (ride_payload(do=13.5), Reason.WRONG_TYPE),
+        (ride_payload(distance="3.66"), Reason.WRONG_TYPE),
+        (ride_payload(ride_id=True), Reason.WRONG_TYPE),
+        (ride_payload(ride_id=[1]), Reason.WRONG_TYPE),
+        (ride_payload(ride_id=""), Reason.WRONG_TYPE),
+        (ride_payload(ride_id="x" * (MAX_RIDE_ID_LENGTH + 1)), Reason.OUT_OF_RANGE),
+        (ride_payload(distance=-1.0), Reason.OUT_OF_RANGE),
+        (ride_payload(distance=224481.38), Reason.OUT_OF_RANGE),
+        (ride_payload(pu=0), Reason.OUT_OF_RANGE),
+        (ride_payload(do=266), Reason.OUT_OF_RANGE),
+        (b'{"ride": {"PULocationID": 1, "DOLocationID": 2, "trip_distance": 1e999}, "ride_id": 1}', Reason.NOT_JSON),
+    ],
+)
+def test_a_bad_payload_is_rejected_with_its_reason(payload, reason):
+    with pytest.raises(InvalidRide) as caught:
+        decode_ride(payload)
+    assert caught.value.reason == reason
+    assert caught.value.detail
+
+
+def test_a_missing_ride_field_is_named_in_the_detail():
+    with pytest.raises(InvalidRide, match="ride.DOLocationID is missing"):
+        decode_ride(b'{"ride": {"PULocationID": 1, "trip_distance": 1.0}, "ride_id": 1}')
+
+
+def test_the_prediction_event_keeps_the_lambda_schema_and_adds_a_deterministic_id():
+    event = orjson.loads(prediction_event(decode_ride(ride_payload()), 17.5, version="7", source=SOURCE))
+    assert event == {
+        "model": MODEL_NAME_IN_EVENTS,
+        "version": "7",
+        "prediction": {"ride_duration": 17.5, "ride_id": 156},
+        "event_id": "shardId-000000000001:4960000000000000000000001:3",
+    }
+    assert event_id(SOURCE) == event["event_id"]
+
+
+def test_a_dead_letter_event_carries_the_payload_and_where_it_came_from():
+    payload = b"\xff garbage"
+    event = orjson.loads(
+        dead_letter_event(payload, reason=Reason.NOT_UTF8, detail="bad", source=SOURCE, stream_name="rides", version="7")
+    )
+    assert base64.b64decode(event["payload_base64"]) == payload
+    assert event["reason"] == "not_utf8"
+    assert event["source"]["shard_id"] == SOURCE.shard_id
+    assert event["source"]["sequence_number"] == SOURCE.sequence_number
+    assert event["source"]["sub_sequence_number"] == 3
+    assert event["source"]["partition_key"] == "156"
+    assert event["source"]["stream_name"] == "rides"
+    assert event["payload_truncated"] is False
+    assert event["event_id"] == event_id(SOURCE)
+
+
+def test_an_oversized_dead_letter_payload_is_truncated_with_its_size_and_hash_kept():
+    payload = b"x" * (1024 * 1024 - 10)
+    encoded = dead_letter_event(payload, reason="not_json", detail="d", source=SOURCE, stream_name="rides", version="7")
+    event = orjson.loads(encoded)
+    assert len(encoded) < 1024 * 1024 - 256
+    assert event["payload_truncated"] is True
+    assert event["payload_size_bytes"] == len(payload)
+    assert event["payload_sha256"] == hashlib.sha256(payload).hexdigest()
+    assert payload.startswith(base64.b64decode(event["payload_base64"]))
+
+
+def test_a_long_detail_is_cut():
+    event = orjson.loads(
+        dead_letter_event(b"{}", reason="model_error", detail="e" * 50_000, source=SOURCE, stream_name="s", version="1")
+    )
+    assert len(event["detail"]) == 1_000
