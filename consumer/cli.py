@@ -1,0 +1,134 @@
+"""The command line: ``python -m consumer run | train | replay | tail | demo``.
+
+Every command configures JSON logs on stderr first; ``run`` is the service, the others are tools around it.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from consumer.errors import ConsumerError
+from consumer.logs import configure_logging
+
+__all__ = ["main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Ride-duration streaming consumer (KCL MultiLangDaemon + Python record processors)."""
+
+
+@cli.command()
+def run() -> None:
+    """Start the service: verify the jars, prepare the model, start the KCL daemon, supervise it.
+
+    Configured by environment variables (see the README). Exits with the daemon's status.
+    """
+    from consumer.launcher import run as launch
+    from consumer.settings import load_settings
+
+    settings = load_settings()
+    configure_logging(settings.log_level, component="launcher")
+    sys.exit(launch(settings))
+
+
+@cli.command()
+@click.option("--data", "trips", default=None, help="TLC parquet (path or URL). Default: ../shared/data's January 2022.")
+@click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None,
+              help="MLflow tracking URI. Default: a local sqlite store in .local/mlflow.")
+@click.option("--name", "registered_name", default="ride-duration", show_default=True, help="Registered model name.")
+@click.option("--alias", default="production", show_default=True, help="Alias set on the new version.")
+@click.option("--format", "serialization_format", type=click.Choice(["skops", "cloudpickle"]), default="skops",
+              show_default=True, help="How MLflow serializes the pipeline.")
+def train(trips: str | None, tracking_uri: str | None, registered_name: str, alias: str,
+          serialization_format: str) -> None:
+    """Train the DictVectorizer + RandomForest pipeline, log it to MLflow, register it and print the RMSE."""
+    from consumer.demo import DEFAULT_TRIPS, LOCAL_DIR
+    from consumer.training import local_store
+    from consumer.training import train as fit
+
+    configure_logging("INFO", component="train")
+    artifacts = None
+    if tracking_uri is None:
+        tracking_uri, artifacts = local_store(LOCAL_DIR / "mlflow")
+    result = fit(trips or DEFAULT_TRIPS, tracking_uri=tracking_uri, registered_name=registered_name, alias=alias,
+                 serialization_format=serialization_format, artifact_location=artifacts)
+    click.echo(f"validation RMSE {result.rmse:.3f} minutes ({result.rows_val} rides of the last week)")
+    click.echo(f"registered {registered_name} version {result.version} as @{alias}: {result.model_uri}")
+    click.echo(f"tracking URI: {tracking_uri}")
+
+
+def _kinesis():  # type: ignore[no-untyped-def]
+    import boto3
+
+    return boto3.client("kinesis")  # region, credentials and AWS_ENDPOINT_URL_KINESIS from the environment
+
+
+@cli.command()
+@click.option("--stream", envvar="INPUT_STREAM_NAME", required=True, help="Input stream (default $INPUT_STREAM_NAME).")
+@click.option("--data", "trips", default=None, help="TLC parquet (path or URL).")
+@click.option("--limit", type=int, default=1000, show_default=True, help="How many rides.")
+@click.option("--rate", type=float, default=None, help="Rides per second (default: as fast as possible).")
+@click.option("--start-ride-id", type=int, default=1, show_default=True)
+@click.option("--skip-invalid/--keep-invalid", default=False, show_default=True,
+              help="Leave out rides the consumer would dead-letter.")
+def replay(stream: str, trips: str | None, limit: int, rate: float | None, start_ride_id: int,
+           skip_invalid: bool) -> None:
+    """Put rides from a TLC parquet onto a stream with PutRecords, showing progress and a summary."""
+    from consumer.demo import DEFAULT_TRIPS
+    from consumer.replay import replay as send
+
+    configure_logging("INFO", component="replay")
+    summary = send(trips or DEFAULT_TRIPS, client=_kinesis(), stream_name=stream, limit=limit, rate_per_second=rate,
+                   start_ride_id=start_ride_id, skip_invalid=skip_invalid)
+    click.echo(f"sent {summary.records_sent} rides in {summary.seconds:.1f}s ({summary.records_per_second:.0f}/s); "
+               f"{summary.put_requests} PutRecords calls, {summary.resent_entries} entries resent; "
+               f"per shard {summary.per_shard}")
+
+
+@cli.command()
+@click.option("--stream", envvar="PREDICTIONS_STREAM_NAME", required=True,
+              help="Stream to read (default $PREDICTIONS_STREAM_NAME).")
+@click.option("--follow", is_flag=True, help="Keep reading new records.")
+@click.option("--max-records", type=int, default=None, help="Stop after this many.")
+@click.option("--decode-payloads", is_flag=True, help="Dead-letter events: decode payload_base64 too.")
+@click.option("--events-only", is_flag=True, help="Print just the events, without shard and sequence.")
+def tail(stream: str, follow: bool, max_records: int | None, decode_payloads: bool, events_only: bool) -> None:
+    """Print a stream's events from TRIM_HORIZON as JSON lines (what get-records | base64 --decode did)."""
+    from consumer.tail import print_records
+
+    configure_logging("WARNING", component="tail")
+    count = print_records(_kinesis(), stream, follow=follow, max_records=max_records, envelope=not events_only,
+                          decode_payloads=decode_payloads)
+    click.echo(f"{count} records", err=True)
+
+
+@cli.command()
+@click.option("--rides", type=int, default=3000, show_default=True, help="How many real rides to replay.")
+@click.option("--data", "trips", default=None, help="TLC parquet (path or URL).")
+@click.option("--local-dir", type=click.Path(path_type=Path), default=None, help="State folder (default .local/).")
+def demo(rides: int, trips: str | None, local_dir: Path | None) -> None:
+    """Run everything locally: emulators, streams, model, the consumer, a replay, and the results."""
+    from consumer.demo import DEFAULT_TRIPS, LOCAL_DIR, run_demo
+
+    configure_logging("WARNING", component="demo")
+    sys.exit(run_demo(rides=rides, trips=trips or DEFAULT_TRIPS, local_dir=local_dir or LOCAL_DIR))
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cli.main(args=argv, prog_name="python -m consumer", standalone_mode=False)
+    except ConsumerError as exc:
+        print(f"consumer: {exc}", file=sys.stderr)
+        return 2
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Abort:
+        return 130
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0

@@ -1,0 +1,150 @@
+"""Fixtures for the protocol tier: record_processor.py as a subprocess, fed MultiLang JSON lines, writing to the
+Kinesis emulator. The model is a small pipeline prepared the way the launcher prepares one."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from consumer.kcl import PROJECT_ROOT, RECORD_PROCESSOR
+
+pytest_plugins = ["tests.stack_fixtures"]
+
+
+@pytest.fixture(scope="session")
+def prepared_model(tmp_path_factory) -> Path:
+    """A small DictVectorizer + RandomForest pipeline in the prepared-artifact format shard processes load."""
+    import joblib
+    import pandas as pd
+    import sklearn
+    from sklearn.feature_extraction import DictVectorizer
+    from sklearn.ensemble import RandomForestRegressor
+    from sklearn.pipeline import make_pipeline
+
+    from consumer.scoring import METADATA_FILE, PIPELINE_FILE
+
+    trips = pd.read_parquet(PROJECT_ROOT.parent / "shared/data/green_tripdata_2022-01.parquet").head(3000)
+    duration = (trips.lpep_dropoff_datetime - trips.lpep_pickup_datetime).dt.total_seconds() / 60
+    rows = [
+        {"PU_DO": f"{pu}_{do}", "trip_distance": float(distance)}
+        for pu, do, distance in zip(trips.PULocationID, trips.DOLocationID, trips.trip_distance, strict=True)
+    ]
+    pipeline = make_pipeline(DictVectorizer(), RandomForestRegressor(n_estimators=5, max_depth=8, random_state=0))
+    pipeline.fit(rows, duration)
+    directory = tmp_path_factory.mktemp("prepared")
+    joblib.dump(pipeline, directory / PIPELINE_FILE)
+    (directory / METADATA_FILE).write_text(
+        json.dumps(
+            {"uri": "test://tiny", "name": "tiny", "version": "42", "run_id": None, "sklearn_version": sklearn.__version__}
+        )
+    )
+    return directory
+
+
+class Processor:
+    """record_processor.py in a subprocess; ``send`` writes one action, ``receive`` reads the next one."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, str(RECORD_PROCESSOR)],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.stdout_lines: list[str] = []
+        self._actions: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._stderr: list[str] = []
+        threading.Thread(target=self._read_stdout, daemon=True).start()
+        threading.Thread(target=self._read_stderr, daemon=True).start()
+
+    def _read_stdout(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.stdout_lines.append(line)
+            if line.strip():
+                self._actions.put(json.loads(line))
+        self._actions.put(None)
+
+    def _read_stderr(self) -> None:
+        assert self.process.stderr is not None
+        self._stderr.extend(self.process.stderr)
+
+    def send(self, message: dict[str, Any]) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps(message) + "\n")
+        self.process.stdin.flush()
+
+    def receive(self, timeout: float = 30.0) -> dict[str, Any] | None:
+        """The next action the processor wrote, or None when its stdout closed."""
+        try:
+            return self._actions.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"no answer within {timeout}s; stderr:\n{self.stderr}") from None
+
+    def exit_code(self, timeout: float = 30.0) -> int:
+        if self.process.stdin and not self.process.stdin.closed:
+            self.process.stdin.close()
+        return self.process.wait(timeout=timeout)
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self._stderr)
+
+    def log_events(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self._stderr if line.startswith("{")]
+
+
+@pytest.fixture
+def streams(local_stack) -> dict[str, str]:
+    names = {
+        "INPUT_STREAM_NAME": f"rides-{uuid.uuid4().hex[:8]}",
+        "PREDICTIONS_STREAM_NAME": f"predictions-{uuid.uuid4().hex[:8]}",
+        "DEAD_LETTER_STREAM_NAME": f"dead-letters-{uuid.uuid4().hex[:8]}",
+    }
+    local_stack.create_stream(names["PREDICTIONS_STREAM_NAME"], 1)
+    local_stack.create_stream(names["DEAD_LETTER_STREAM_NAME"], 1)
+    return names
+
+
+@pytest.fixture
+def processor_env(local_stack, streams, prepared_model) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "KCL_"))}
+    env.update(local_stack.env())
+    env.update(streams)
+    env.update(
+        KCL_APPLICATION_NAME="protocol-test",
+        MODEL_URI="test://tiny",
+        PREPARED_MODEL_DIR=str(prepared_model),
+        PUT_MAX_ATTEMPTS="2",
+        PUT_BACKOFF_MAX_SECONDS="0.2",
+    )
+    return env
+
+
+@pytest.fixture
+def start_processor(processor_env) -> Iterator[Any]:
+    started: list[Processor] = []
+
+    def start(**overrides: str) -> Processor:
+        processor = Processor({**processor_env, **overrides})
+        started.append(processor)
+        return processor
+
+    yield start
+    for processor in started:
+        if processor.process.poll() is None:
+            processor.process.kill()
+            processor.process.wait()
