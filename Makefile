@@ -1,0 +1,33 @@
+# The README's two commands: `make demo` and `make test`.
+SHELL := /bin/bash
+PY := .venv/bin/python
+PIPENV_VERSION := 2026.10.3
+export PIPENV_VENV_IN_PROJECT := 1
+
+.PHONY: setup test demo lint lock clean
+
+## setup: .venv with the locked packages, amazon-kclpy with the pinned KCL jars, the emulators
+setup:
+	bash scripts/setup.sh
+
+## test: the whole test suite (PYTEST_ARGS="-k foo" to narrow it)
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+## demo: the end-to-end demo (state in .local/)
+demo: setup
+	$(PY) -m consumer demo
+
+## lint: ruff
+lint: setup
+	$(PY) -m ruff check .
+
+## lock: re-resolve Pipfile into Pipfile.lock (pipenv in .cache/pipenv; no Maven access needed:
+## amazon-kclpy's metadata comes from its setup.py without downloading jars)
+lock:
+	test -x .cache/pipenv/bin/pipenv || { python3.11 -m venv .cache/pipenv && .cache/pipenv/bin/pip install --quiet pipenv==$(PIPENV_VERSION); }
+	PIPENV_VERBOSITY=-1 .cache/pipenv/bin/pipenv lock
+
+## clean: remove everything setup created (the download cache in .cache/ stays)
+clean:
+	rm -rf .venv node_modules

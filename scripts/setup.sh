@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# Set up everything the project needs, from a fresh clone:
+#   .venv/          Python 3.11 with the packages pinned (and hash-checked) in Pipfile.lock
+#   amazon-kclpy    the official 2.1.5 with the 76 KCL 2.5.8 jars (scripts/install_kclpy.sh, never Maven)
+#   node_modules/   the emulators pinned in package-lock.json: kinesis-local and dynalite
+#
+# Idempotent: each part writes a stamp keyed on the hashes of its inputs and is skipped while they
+# have not changed. Environment: PYTHON=/path/to/python3.11 to choose the interpreter.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+export PIPENV_VENV_IN_PROJECT=1          # pipenv, if a developer uses it, finds the same .venv
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 PIP_PROGRESS_BAR=off
+VENV="$ROOT/.venv"
+VPY="$VENV/bin/python"
+CACHE="$ROOT/.cache"
+PY_STAMP="$VENV/.setup-stamp"
+NODE_STAMP="$ROOT/node_modules/.setup-stamp"
+
+log() { printf '[setup] %s\n' "$*"; }
+die() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
+START=$(date +%s)
+
+# ---------------------------------------------------------------------------------- prerequisites
+missing=()
+
+PYTHON=${PYTHON:-}
+if [ -z "$PYTHON" ]; then
+    for candidate in python3.11 python3; do
+        if command -v "$candidate" >/dev/null 2>&1 &&
+            "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then
+            # the interpreter itself, not a wrapper such as a pyenv shim
+            PYTHON=$("$candidate" -c 'import sys; print(sys.executable)')
+            break
+        fi
+    done
+fi
+if [ -z "$PYTHON" ]; then
+    missing+=("Python 3.11: no python3.11 on PATH. Debian 12: 'apt-get install python3.11 python3.11-venv'; or set PYTHON=/path/to/python3.11")
+elif ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then
+    missing+=("Python 3.11: PYTHON=$PYTHON is not a Python 3.11 interpreter")
+elif ! "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null; then
+    missing+=("Python venv support: $PYTHON lacks the venv/ensurepip modules. Debian 12: 'apt-get install python3.11-venv'")
+fi
+
+if ! command -v java >/dev/null 2>&1; then
+    missing+=("Java >= 17: no java on PATH (the KCL MultiLangDaemon runs on it). Debian 12: 'apt-get install openjdk-17-jre-headless'")
+else
+    java_version=$(java -version 2>&1 | sed -n 's/.*version "\([^"]*\)".*/\1/p' | head -1)
+    java_major=${java_version%%.*}
+    [ "$java_major" = 1 ] && java_major=$(cut -d. -f2 <<<"$java_version")
+    if ! [ "${java_major:-0}" -ge 17 ] 2>/dev/null; then
+        missing+=("Java >= 17: found java '$java_version' at $(command -v java). Debian 12: 'apt-get install openjdk-17-jre-headless' and put it first on PATH")
+    fi
+fi
+
+if ! command -v node >/dev/null 2>&1; then
+    missing+=("Node.js >= 20: no node on PATH (the Kinesis and DynamoDB emulators run on it). Debian 12's own nodejs is 18: install the nodejs 20.x package from NodeSource, or any Node 20+ build")
+else
+    node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+    if ! [ "$node_major" -ge 20 ] 2>/dev/null; then
+        missing+=("Node.js >= 20: found node $(node --version 2>/dev/null) at $(command -v node). Debian 12's own nodejs is 18: install the nodejs 20.x package from NodeSource, or any Node 20+ build")
+    fi
+fi
+if ! command -v npm >/dev/null 2>&1; then
+    missing+=("npm: no npm on PATH. It comes with NodeSource's nodejs package; with Debian's nodejs: 'apt-get install npm'")
+fi
+
+for tool in sha256sum tar; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool: not on PATH. Debian 12: 'apt-get install coreutils tar'")
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+    printf '[setup] ERROR: missing prerequisites:\n' >&2
+    printf '  - %s\n' "${missing[@]}" >&2
+    exit 1
+fi
+log "prerequisites: $("$PYTHON" --version 2>&1) ($PYTHON), java $java_version, node $(node --version), npm $(npm --version)"
+
+hash_of() { cat "$@" | sha256sum | cut -d' ' -f1; }
+
+# -------------------------------------------------------------------------------- Python packages
+py_key="$(hash_of Pipfile.lock properties/kcl-2.5.8-jars.sha256 scripts/install_kclpy.sh scripts/setup.sh) $("$PYTHON" -c 'import sys; print(sys.version.split()[0])')"
+
+if [ -x "$VPY" ] && [ "$(cat "$PY_STAMP" 2>/dev/null)" = "$py_key" ]; then
+    # Cheap re-check of the jars: the daemon must never start with jars that do not verify.
+    bash scripts/install_kclpy.sh "$VPY" >/dev/null || die "amazon-kclpy's jars in .venv do not verify"
+    log "Python environment up to date (.venv)"
+else
+    if [ -e "$VENV" ] && ! "$VPY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then
+        log "removing .venv: not a working Python 3.11 environment"
+        rm -rf "$VENV"
+    fi
+    if [ ! -x "$VPY" ]; then
+        log "creating .venv with $PYTHON"
+        "$PYTHON" -m venv "$VENV"
+    fi
+    rm -f "$PY_STAMP"
+
+    # Export Pipfile.lock (default + develop) as a hash-checked requirements file. amazon-kclpy is
+    # left out: its sdist would try to fetch the KCL jars from Maven Central while it builds, so
+    # scripts/install_kclpy.sh installs it (same version, sdist hash checked against the lock).
+    mkdir -p "$CACHE"
+    REQS="$CACHE/requirements-locked.txt"
+    "$VPY" - Pipfile.lock "$REQS" <<'EOF'
+import json, sys
+lock = json.load(open(sys.argv[1]))
+merged = {}
+for section in ("default", "develop"):
+    for name, entry in lock[section].items():
+        if name == "amazon-kclpy":
+            continue
+        if "version" not in entry or not entry.get("hashes"):
+            sys.exit(f"Pipfile.lock: {name} has no pinned version with hashes")
+        previous = merged.get(name)
+        if previous and previous["version"] != entry["version"]:
+            sys.exit(f"Pipfile.lock: {name} is {previous['version']} in default, {entry['version']} in develop")
+        merged[name] = entry
+with open(sys.argv[2], "w") as out:
+    out.write("# Generated by scripts/setup.sh from Pipfile.lock (amazon-kclpy: scripts/install_kclpy.sh)\n")
+    for name in sorted(merged):
+        entry = merged[name]
+        line = f"{name}{entry['version']}"
+        if entry.get("markers"):
+            line += f" ; {entry['markers']}"
+        hashes = " ".join(f"--hash={h}" for h in sorted(entry["hashes"]))
+        out.write(f"{line} {hashes}\n")
+print(f"[setup] {len(merged)} locked packages (+ amazon-kclpy)")
+EOF
+    log "installing the locked packages into .venv (hash-checked)"
+    "$VPY" -m pip install --quiet --require-hashes --no-deps -r "$REQS"
+
+    log "installing amazon-kclpy with the pinned KCL jars"
+    bash scripts/install_kclpy.sh "$VPY"
+
+    log "checking the environment's dependencies"
+    "$VPY" -m pip check
+    echo "$py_key" >"$PY_STAMP"
+fi
+
+# ------------------------------------------------------------------------------------- emulators
+node_key=$(hash_of package.json package-lock.json)
+if [ -f node_modules/kinesis-local/main.js ] && [ -f node_modules/dynalite/cli.js ] &&
+    [ "$(cat "$NODE_STAMP" 2>/dev/null)" = "$node_key" ]; then
+    log "emulators up to date (node_modules)"
+else
+    log "installing the emulators with npm ci (kinesis-local, dynalite)"
+    # No install scripts: dynalite's LevelDB binding (classic-level) loads the prebuilt binary it ships.
+    npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+    [ -f node_modules/kinesis-local/main.js ] || die "npm ci did not install node_modules/kinesis-local"
+    [ -f node_modules/dynalite/cli.js ] || die "npm ci did not install node_modules/dynalite"
+    echo "$node_key" >"$NODE_STAMP"
+fi
+
+log "done in $(($(date +%s) - START)) s"
