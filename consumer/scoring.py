@@ -1,0 +1,138 @@
+"""The shard side of the model: features, and the prepared pipeline that scores a batch of rides.
+
+A shard process loads what the launcher prepared (:func:`consumer.model_store.prepare`): a directory holding
+``pipeline.joblib`` (the scikit-learn pipeline) and ``model.json`` (where it came from). Loading it needs joblib
+and scikit-learn only. This module must never import mlflow, directly or through another module: a shard has to
+start in well under a second and its memory is multiplied by the number of shards.
+
+:func:`features` is the one definition of the model's input; training builds its rows with it too.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from consumer.events import Ride
+
+__all__ = [
+    "METADATA_FILE",
+    "PIPELINE_FILE",
+    "ModelError",
+    "ModelInfo",
+    "Scorer",
+    "features",
+    "load_prepared",
+]
+
+#: The pipeline inside a prepared directory, serialized with joblib.
+PIPELINE_FILE = "pipeline.joblib"
+#: What the pipeline is: {"uri", "name", "version", "run_id", "flavor_format", "prepared_at", "sklearn_version"}.
+METADATA_FILE = "model.json"
+
+
+class ModelError(Exception):
+    """A model cannot be resolved, downloaded, trusted or loaded. The message names the URI or directory."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """Which model scores. ``version`` is what prediction events carry: the registry version when the model
+    came from the registry, else the MLflow run id, else a content hash."""
+
+    uri: str
+    name: str | None
+    version: str
+    run_id: str | None
+
+
+def features(ride: Ride) -> dict[str, str | float]:
+    """The model's input for one ride, e.g. ``{"PU_DO": "130_205", "trip_distance": 3.66}``."""
+    return {
+        "PU_DO": f"{ride.pu_location_id}_{ride.do_location_id}",
+        "trip_distance": float(ride.trip_distance),
+    }
+
+
+class Scorer:
+    """A loaded pipeline and what it is. ``predict`` makes one vectorised call for the whole batch."""
+
+    def __init__(self, pipeline: Any, info: ModelInfo) -> None:
+        self._pipeline = pipeline
+        self.info = info
+
+    @property
+    def pipeline(self) -> Any:
+        """The scikit-learn pipeline itself (for checks and measurements; the processor calls ``predict``)."""
+        return self._pipeline
+
+    def predict(self, rides: Sequence[Ride]) -> np.ndarray:
+        """Durations in minutes, one per ride, in order. An empty batch gives an empty array; the model is not
+        called."""
+        if not rides:
+            return np.empty(0, dtype=np.float64)
+        return np.asarray(self._pipeline.predict([features(ride) for ride in rides]), dtype=np.float64)
+
+    def __repr__(self) -> str:
+        return f"Scorer({self.info!r})"
+
+
+def single_threaded(pipeline: Any) -> Any:
+    """Set ``n_jobs=1`` on every step that has it (in place) and return the pipeline.
+
+    A RandomForest with ``n_jobs=-1`` starts a thread pool per predict call: on small batches and two cores that
+    is slower than scoring on the calling thread, and every shard process would compete for all the cores.
+    """
+    params = pipeline.get_params(deep=True) if hasattr(pipeline, "get_params") else {}
+    single = {key: 1 for key, value in params.items() if key.endswith("n_jobs") and value != 1}
+    if single:
+        pipeline.set_params(**single)
+    return pipeline
+
+
+def _read_metadata(path: Path) -> dict[str, Any]:
+    try:
+        metadata = json.loads((path / METADATA_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelError(f"{path}: no {METADATA_FILE}; is this a directory made by model_store.prepare?") from None
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path}: cannot read {METADATA_FILE}: {exc}") from exc
+    if not isinstance(metadata, dict) or not metadata.get("version") or not metadata.get("uri"):
+        raise ModelError(f"{path}: {METADATA_FILE} has no uri or version")
+    return metadata
+
+
+def load_prepared(path: Path) -> Scorer:
+    """Load a prepared directory. Raise :class:`ModelError` if it is incomplete, was prepared with another
+    scikit-learn version (pickles do not cross versions safely), or does not hold a model with ``predict``."""
+    import joblib
+    import sklearn
+
+    path = Path(path)
+    metadata = _read_metadata(path)
+    prepared_with = metadata.get("sklearn_version")
+    if prepared_with != sklearn.__version__:
+        raise ModelError(
+            f"{path}: prepared with scikit-learn {prepared_with}, this process has {sklearn.__version__};"
+            " prepare the model again with this image"
+        )
+    try:
+        pipeline = joblib.load(path / PIPELINE_FILE)
+    except FileNotFoundError:
+        raise ModelError(f"{path}: no {PIPELINE_FILE}") from None
+    except Exception as exc:  # unpickling can fail in many ways; each means "unusable"
+        raise ModelError(f"{path}: cannot load {PIPELINE_FILE}: {type(exc).__name__}: {exc}") from exc
+    if not callable(getattr(pipeline, "predict", None)):
+        raise ModelError(f"{path}: {PIPELINE_FILE} holds a {type(pipeline).__name__}, which has no predict()")
+    info = ModelInfo(
+        uri=str(metadata["uri"]),
+        name=metadata.get("name"),
+        version=str(metadata["version"]),
+        run_id=metadata.get("run_id"),
+    )
+    return Scorer(single_threaded(pipeline), info)
