@@ -22,16 +22,21 @@ TRIPS = Path(__file__).resolve().parents[3] / "shared" / "data" / "green_tripdat
 
 
 @pytest.fixture(scope="module")
-def trips() -> pd.DataFrame:
+def trips_file() -> Path:
     if not TRIPS.exists():
         pytest.skip(f"{TRIPS} is not on this machine")
-    return pd.read_parquet(TRIPS)
+    return TRIPS
 
 
-def test_replay_of_1000_real_rides_arrives_complete_keyed_by_ride_id(kinesis, make_stream, trips):
+@pytest.fixture(scope="module")
+def trips(trips_file: Path) -> pd.DataFrame:
+    return pd.read_parquet(trips_file)
+
+
+def test_replay_of_1000_real_rides_arrives_complete_keyed_by_ride_id(kinesis, make_stream, trips_file, trips):
     stream = make_stream(2)
 
-    summary = replay(TRIPS, client=kinesis, stream_name=stream, limit=1000, progress=False)
+    summary = replay(trips_file, client=kinesis, stream_name=stream, limit=1000, progress=False)
     records = read_all(kinesis, stream, expect=1000, timeout=30)
 
     assert summary.records_sent == 1000
@@ -59,8 +64,10 @@ def test_replay_of_1000_real_rides_arrives_complete_keyed_by_ride_id(kinesis, ma
     assert all(decode_ride(record.data).ride_id == record.event["ride_id"] for record in records)
 
 
-def test_replay_returns_the_true_duration_of_every_ride_sent(kinesis, make_stream, trips):
-    summary = replay(TRIPS, client=kinesis, stream_name=make_stream(1), limit=200, start_ride_id=500, progress=False)
+def test_replay_returns_the_true_duration_of_every_ride_sent(kinesis, make_stream, trips_file, trips):
+    summary = replay(
+        trips_file, client=kinesis, stream_name=make_stream(1), limit=200, start_ride_id=500, progress=False
+    )
 
     expected = (trips.lpep_dropoff_datetime - trips.lpep_pickup_datetime).dt.total_seconds().head(200) / 60
     assert summary.ground_truth == pytest.approx(dict(zip(range(500, 700), expected, strict=True)))
@@ -91,12 +98,12 @@ def test_replay_leaves_out_rejected_rides_and_durations_outside_the_range(kinesi
     assert sorted(r.event["ride_id"] for r in read_all(kinesis, stream, expect=2, timeout=10)) == [1, 5]
 
 
-def test_replay_paces_to_the_requested_rate(kinesis, make_stream):
+def test_replay_paces_to_the_requested_rate(kinesis, make_stream, trips_file):
     stderr = io.StringIO()
     began = time.monotonic()
 
     summary = replay(
-        TRIPS, client=kinesis, stream_name=make_stream(1), limit=100, rate_per_second=100, progress_stream=stderr
+        trips_file, client=kinesis, stream_name=make_stream(1), limit=100, rate_per_second=100, progress_stream=stderr
     )
 
     elapsed = time.monotonic() - began
@@ -106,8 +113,8 @@ def test_replay_paces_to_the_requested_rate(kinesis, make_stream):
     assert "replay: 100/100 records" in stderr.getvalue()
 
 
-def test_read_rides_numbers_rides_from_start_ride_id_at_skip_rows(trips):
-    rides = read_rides(TRIPS, start_ride_id=100, skip_rows=10)
+def test_read_rides_numbers_rides_from_start_ride_id_at_skip_rows(trips_file, trips):
+    rides = read_rides(trips_file, start_ride_id=100, skip_rows=10)
     first, second = next(rides), next(rides)
 
     assert (first.ride_id, second.ride_id) == (100, 101)
