@@ -304,15 +304,19 @@ class _Progress:
         self.shown = -1
 
     def update(self, sent: int, *, final: bool = False) -> None:
+        if self.stream is None:
+            return
         now = time.monotonic()
-        if self.stream is None or sent == self.shown or (not final and now - self.last < 1.0):
+        terminal = self.stream.isatty()
+        if final and sent == self.shown and not terminal:
+            return  # the last line already says it (on a terminal, the final one ends the line)
+        if not final and (sent == self.shown or now - self.last < 1.0):
             return
         self.last, self.shown = now, sent
         elapsed = now - self.began
         of = f"/{self.limit:,}" if self.limit is not None else ""
         rate = sent / elapsed if elapsed > 0 else 0.0
         line = f"replay: {sent:,}{of} records, {elapsed:.1f} s, {rate:,.0f}/s"
-        terminal = self.stream.isatty()
         end = "\n" if final or not terminal else ""
         self.stream.write(("\r" if terminal else "") + line + end)
         self.stream.flush()
