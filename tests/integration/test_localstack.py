@@ -16,7 +16,6 @@ import pytest
 from consumer.localstack import EmulatorNotInstalled, EmulatorStartError, LocalStack
 from consumer.streams import list_shards
 
-pytest_plugins = ["tests.stack_fixtures"]
 
 
 def processes_in(directory: Path) -> list[int]:

@@ -18,7 +18,6 @@ import pytest
 
 from consumer.kcl import PROJECT_ROOT, RECORD_PROCESSOR
 
-pytest_plugins = ["tests.stack_fixtures"]
 
 
 @pytest.fixture(scope="session")
