@@ -136,7 +136,9 @@ def encode(scored: Sequence[Scored], rejected: Sequence[Rejected], *, version: s
     """Prediction events keyed by ride id; dead-letter events keyed by the original partition key."""
     return Encoded(
         predictions=[
-            Entry(prediction_event(item.ride, item.duration, version=version, source=item.source), str(item.ride.ride_id))
+            Entry(
+                prediction_event(item.ride, item.duration, version=version, source=item.source), str(item.ride.ride_id)
+            )
             for item in scored
         ],
         dead_letters=[

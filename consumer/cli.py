@@ -36,15 +36,28 @@ def run() -> None:
 
 
 @cli.command()
-@click.option("--data", "trips", default=None, help="TLC parquet (path or URL). Default: ../shared/data's January 2022.")
-@click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None,
-              help="MLflow tracking URI. Default: a local sqlite store in .local/mlflow.")
+@click.option(
+    "--data", "trips", default=None, help="TLC parquet (path or URL). Default: ../shared/data's January 2022."
+)
+@click.option(
+    "--tracking-uri",
+    envvar="MLFLOW_TRACKING_URI",
+    default=None,
+    help="MLflow tracking URI. Default: a local sqlite store in .local/mlflow.",
+)
 @click.option("--name", "registered_name", default="ride-duration", show_default=True, help="Registered model name.")
 @click.option("--alias", default="production", show_default=True, help="Alias set on the new version.")
-@click.option("--format", "serialization_format", type=click.Choice(["skops", "cloudpickle"]), default="skops",
-              show_default=True, help="How MLflow serializes the pipeline.")
-def train(trips: str | None, tracking_uri: str | None, registered_name: str, alias: str,
-          serialization_format: str) -> None:
+@click.option(
+    "--format",
+    "serialization_format",
+    type=click.Choice(["skops", "cloudpickle"]),
+    default="skops",
+    show_default=True,
+    help="How MLflow serializes the pipeline.",
+)
+def train(
+    trips: str | None, tracking_uri: str | None, registered_name: str, alias: str, serialization_format: str
+) -> None:
     """Train the DictVectorizer + RandomForest pipeline, log it to MLflow, register it and print the RMSE."""
     from consumer.demo import DEFAULT_TRIPS, LOCAL_DIR
     from consumer.training import local_store
@@ -54,8 +67,14 @@ def train(trips: str | None, tracking_uri: str | None, registered_name: str, ali
     artifacts = None
     if tracking_uri is None:
         tracking_uri, artifacts = local_store(LOCAL_DIR / "mlflow")
-    result = fit(trips or DEFAULT_TRIPS, tracking_uri=tracking_uri, registered_name=registered_name, alias=alias,
-                 serialization_format=serialization_format, artifact_location=artifacts)
+    result = fit(
+        trips or DEFAULT_TRIPS,
+        tracking_uri=tracking_uri,
+        registered_name=registered_name,
+        alias=alias,
+        serialization_format=serialization_format,
+        artifact_location=artifacts,
+    )
     click.echo(f"validation RMSE {result.rmse:.3f} minutes ({result.rows_val} rides of the last week)")
     click.echo(f"registered {registered_name} version {result.version} as @{alias}: {result.model_uri}")
     click.echo(f"tracking URI: {tracking_uri}")
@@ -73,25 +92,43 @@ def _kinesis():  # type: ignore[no-untyped-def]
 @click.option("--limit", type=int, default=1000, show_default=True, help="How many rides.")
 @click.option("--rate", type=float, default=None, help="Rides per second (default: as fast as possible).")
 @click.option("--start-ride-id", type=int, default=1, show_default=True)
-@click.option("--skip-invalid/--keep-invalid", default=False, show_default=True,
-              help="Leave out rides the consumer would dead-letter.")
-def replay(stream: str, trips: str | None, limit: int, rate: float | None, start_ride_id: int,
-           skip_invalid: bool) -> None:
+@click.option(
+    "--skip-invalid/--keep-invalid",
+    default=False,
+    show_default=True,
+    help="Leave out rides the consumer would dead-letter.",
+)
+def replay(
+    stream: str, trips: str | None, limit: int, rate: float | None, start_ride_id: int, skip_invalid: bool
+) -> None:
     """Put rides from a TLC parquet onto a stream with PutRecords, showing progress and a summary."""
     from consumer.demo import DEFAULT_TRIPS
     from consumer.replay import replay as send
 
     configure_logging("INFO", component="replay")
-    summary = send(trips or DEFAULT_TRIPS, client=_kinesis(), stream_name=stream, limit=limit, rate_per_second=rate,
-                   start_ride_id=start_ride_id, skip_invalid=skip_invalid)
-    click.echo(f"sent {summary.records_sent} rides in {summary.seconds:.1f}s ({summary.records_per_second:.0f}/s); "
-               f"{summary.put_requests} PutRecords calls, {summary.resent_entries} entries resent; "
-               f"per shard {summary.per_shard}")
+    summary = send(
+        trips or DEFAULT_TRIPS,
+        client=_kinesis(),
+        stream_name=stream,
+        limit=limit,
+        rate_per_second=rate,
+        start_ride_id=start_ride_id,
+        skip_invalid=skip_invalid,
+    )
+    click.echo(
+        f"sent {summary.records_sent} rides in {summary.seconds:.1f}s ({summary.records_per_second:.0f}/s); "
+        f"{summary.put_requests} PutRecords calls, {summary.resent_entries} entries resent; "
+        f"per shard {summary.per_shard}"
+    )
 
 
 @cli.command()
-@click.option("--stream", envvar="PREDICTIONS_STREAM_NAME", required=True,
-              help="Stream to read (default $PREDICTIONS_STREAM_NAME).")
+@click.option(
+    "--stream",
+    envvar="PREDICTIONS_STREAM_NAME",
+    required=True,
+    help="Stream to read (default $PREDICTIONS_STREAM_NAME).",
+)
 @click.option("--follow", is_flag=True, help="Keep reading new records.")
 @click.option("--max-records", type=int, default=None, help="Stop after this many.")
 @click.option("--decode-payloads", is_flag=True, help="Dead-letter events: decode payload_base64 too.")
@@ -101,8 +138,14 @@ def tail(stream: str, follow: bool, max_records: int | None, decode_payloads: bo
     from consumer.tail import print_records
 
     configure_logging("WARNING", component="tail")
-    count = print_records(_kinesis(), stream, follow=follow, max_records=max_records, envelope=not events_only,
-                          decode_payloads=decode_payloads)
+    count = print_records(
+        _kinesis(),
+        stream,
+        follow=follow,
+        max_records=max_records,
+        envelope=not events_only,
+        decode_payloads=decode_payloads,
+    )
     click.echo(f"{count} records", err=True)
 
 

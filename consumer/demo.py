@@ -38,6 +38,9 @@ TLC_URL = "https://d37ci6vzurychx.cloudfront.net/trip-data/green_tripdata_2022-0
 _SHARED_TRIPS = PROJECT_ROOT.parent / "shared" / "data" / "green_tripdata_2022-01.parquet"
 DEFAULT_TRIPS = str(_SHARED_TRIPS) if _SHARED_TRIPS.exists() else TLC_URL
 
+#: Daemon tuning for the local stack: the KCL's default shard sync interval (60 s) delays the first lease a minute.
+LOCAL_KCL_PROPERTIES = '{"shardSyncIntervalMillis": "10000", "parentShardPollIntervalMillis": "1000"}'
+
 MODEL_NAME = "ride-duration"
 MODEL_ALIAS = "production"
 
@@ -105,6 +108,7 @@ def consumer_env(
         MODEL_CACHE_DIR=str(work_dir / "model-cache"),
         CONSUMER_WORK_DIR=str(work_dir / application_name),
         KCL_JAVA_OPTS="-Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1",
+        KCL_EXTRA_PROPERTIES=LOCAL_KCL_PROPERTIES,
     )
     env.update(extra or {})
     return env
@@ -171,7 +175,9 @@ def _say(message: str) -> None:
     print(f"[demo] {message}", file=sys.stderr, flush=True)
 
 
-def run_demo(*, rides: int = 3000, trips: str = DEFAULT_TRIPS, local_dir: Path = LOCAL_DIR, timeout: float = 240) -> int:
+def run_demo(
+    *, rides: int = 3000, trips: str = DEFAULT_TRIPS, local_dir: Path = LOCAL_DIR, timeout: float = 240
+) -> int:
     """Run the whole local path once and print what came out. Returns 0 when every record is accounted for."""
     from consumer.localstack import LocalStack
     from consumer.replay import put_payloads, replay, rmse
@@ -183,8 +189,10 @@ def run_demo(*, rides: int = 3000, trips: str = DEFAULT_TRIPS, local_dir: Path =
     streams = {"input": "ride_events", "predictions": "ride_predictions", "dead_letters": "ride_dead_letters"}
     _say(f"state in {demo_dir} (MLflow store, model cache, logs); run {run_id}")
     with LocalStack(demo_dir / "emulators") as stack:
-        _say(f"emulators up in {stack.timings.total:.1f}s: Kinesis {stack.kinesis_endpoint}, "
-             f"DynamoDB {stack.dynamodb_endpoint}")
+        _say(
+            f"emulators up in {stack.timings.total:.1f}s: Kinesis {stack.kinesis_endpoint}, "
+            f"DynamoDB {stack.dynamodb_endpoint}"
+        )
         stack.create_stream(streams["input"], 2)
         stack.create_stream(streams["predictions"], 1)
         stack.create_stream(streams["dead_letters"], 1)
@@ -209,13 +217,20 @@ def run_demo(*, rides: int = 3000, trips: str = DEFAULT_TRIPS, local_dir: Path =
         try:
             kinesis = stack.kinesis_client()
             summary = replay(
-                trips, client=kinesis, stream_name=streams["input"], limit=rides, skip_invalid=True,
-                duration_range=(1, 60), progress=True,
+                trips,
+                client=kinesis,
+                stream_name=streams["input"],
+                limit=rides,
+                skip_invalid=True,
+                duration_range=(1, 60),
+                progress=True,
             )
             put_payloads(kinesis, streams["input"], POISON_RECORDS)
             expected = summary.records_sent + len(POISON_RECORDS)
-            _say(f"replayed {summary.records_sent} rides ({summary.records_per_second:.0f}/s) "
-                 f"+ {len(POISON_RECORDS)} poison records")
+            _say(
+                f"replayed {summary.records_sent} rides ({summary.records_per_second:.0f}/s) "
+                f"+ {len(POISON_RECORDS)} poison records"
+            )
 
             outputs = StreamReader(kinesis, streams["predictions"])
             dead = StreamReader(kinesis, streams["dead_letters"])
@@ -231,9 +246,14 @@ def run_demo(*, rides: int = 3000, trips: str = DEFAULT_TRIPS, local_dir: Path =
                 return len(predictions) + len(dead_letters) >= expected
 
             def report() -> None:
-                print(f"\r[demo] {time.monotonic() - started:5.0f}s  predictions {len(predictions):5d}  "
-                      f"dead letters {len(dead_letters):3d}  of {expected}  (the daemon's first lease "
-                      f"takes ~30 s)", end="", file=sys.stderr, flush=True)
+                print(
+                    f"\r[demo] {time.monotonic() - started:5.0f}s  predictions {len(predictions):5d}  "
+                    f"dead letters {len(dead_letters):3d}  of {expected}  (the daemon's first lease "
+                    f"takes ~30 s)",
+                    end="",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
             done = wait_for(progress, timeout=timeout, interval=1.0, on_wait=report)
             report()

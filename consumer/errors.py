@@ -6,6 +6,7 @@ __all__ = [
     "CheckpointFailed",
     "ConsumerError",
     "DaemonSetupError",
+    "ModelError",
     "SettingsError",
     "SinkError",
 ]
@@ -21,6 +22,10 @@ class SettingsError(ConsumerError):
 
 class DaemonSetupError(ConsumerError):
     """The KCL daemon cannot be started: missing or tampered jars, no java, a bad properties template."""
+
+
+class ModelError(ConsumerError):
+    """A model cannot be resolved, downloaded, trusted or loaded. The message names the URI or directory."""
 
 
 class SinkError(ConsumerError):

@@ -96,9 +96,10 @@ def properties_overrides(settings: Settings, *, python: str = sys.executable) ->
         values["kinesisEndpoint"] = str(settings.aws_endpoint_url_kinesis).rstrip("/")
     if settings.aws_endpoint_url_dynamodb is not None:
         values["dynamoDBEndpoint"] = str(settings.aws_endpoint_url_dynamodb).rstrip("/")
+    values.update(settings.kcl_extra_properties)
     for key, value in values.items():
-        if value is not None and any(char in value for char in "\n\r"):
-            raise DaemonSetupError(f"daemon property {key} would contain a line break")
+        if not key.isidentifier() or any(char in (value or "") for char in "\n\r"):
+            raise DaemonSetupError(f"daemon property {key!r}={value!r} cannot be written to a properties file")
     return values
 
 

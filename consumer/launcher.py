@@ -49,8 +49,12 @@ def prepare_daemon(settings: Settings, *, template: Path = PROPERTIES_TEMPLATE) 
 
     started = time.perf_counter()
     prepared = prepare(settings.model_uri, settings.model_cache_dir)
-    log.info("model_prepared", model_uri=settings.model_uri, path=str(prepared),
-             seconds=round(time.perf_counter() - started, 2))
+    log.info(
+        "model_prepared",
+        model_uri=settings.model_uri,
+        path=str(prepared),
+        seconds=round(time.perf_counter() - started, 2),
+    )
 
     settings.consumer_work_dir.mkdir(parents=True, exist_ok=True)
     properties = settings.consumer_work_dir / "consumer.properties"

@@ -402,7 +402,7 @@ class LocalStack:
             cwd=self.work_dir,  # kinesis-local writes its persistence dir relative to the cwd
             env={**os.environ, **env},
             start_new_session=True,  # a Ctrl-C reaches Python, whose __exit__ stops the emulators in order
-            preexec_fn=_die_with_parent if self._tie_to_this_thread() else None,  # noqa: PLW1509
+            preexec_fn=_die_with_parent if self._tie_to_this_thread() else None,
         )
 
     def _tie_to_this_thread(self) -> bool:

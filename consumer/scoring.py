@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from consumer.errors import ModelError
 from consumer.events import Ride
 
 __all__ = [
@@ -34,10 +35,6 @@ __all__ = [
 PIPELINE_FILE = "pipeline.joblib"
 #: What the pipeline is: {"uri", "name", "version", "run_id", "flavor_format", "prepared_at", "sklearn_version"}.
 METADATA_FILE = "model.json"
-
-
-class ModelError(Exception):
-    """A model cannot be resolved, downloaded, trusted or loaded. The message names the URI or directory."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import socket
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -23,7 +23,7 @@ __all__ = ["InitialPosition", "Settings", "load_settings"]
 StreamName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[a-zA-Z0-9_.-]+$")]
 
 
-class InitialPosition(str, Enum):
+class InitialPosition(StrEnum):
     """Where the daemon starts reading a shard that has no checkpoint yet."""
 
     TRIM_HORIZON = "TRIM_HORIZON"
@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     kcl_max_records: int = Field(default=1000, ge=1, le=10_000, description="Records per GetRecords call.")
     kcl_idle_time_between_reads_ms: int = Field(
         default=1000, ge=200, description="Pause between GetRecords calls per shard (AWS allows 5 calls/s/shard)."
+    )
+    kcl_extra_properties: dict[str, str] = Field(
+        default_factory=dict,
+        description='More daemon properties as JSON, e.g. {"shardSyncIntervalMillis": "10000"}; they win over '
+        "the template.",
     )
     kcl_metrics_level: str | None = Field(
         default=None,

@@ -25,9 +25,9 @@ from consumer.errors import SinkError
 from consumer.logs import get_logger
 
 __all__ = [
-    "MAX_RECORDS_PER_PUT",
     "MAX_BYTES_PER_PUT",
     "MAX_BYTES_PER_RECORD",
+    "MAX_RECORDS_PER_PUT",
     "Entry",
     "KinesisSink",
     "MemorySink",

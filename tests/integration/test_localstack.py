@@ -17,7 +17,6 @@ from consumer.localstack import EmulatorNotInstalled, EmulatorStartError, LocalS
 from consumer.streams import list_shards
 
 
-
 def processes_in(directory: Path) -> list[int]:
     """Pids of live processes whose working directory is ``directory`` (the emulators run there)."""
     found = []

@@ -16,7 +16,6 @@ from consumer.replay import put_payloads, read_rides, replay, rmse
 from consumer.streams import list_shards, wait_for_stream_active
 from consumer.tail import StreamReader, print_records, read_all
 
-
 TRIPS = Path(__file__).resolve().parents[3] / "shared" / "data" / "green_tripdata_2022-01.parquet"
 
 

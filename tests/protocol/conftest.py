@@ -19,15 +19,14 @@ import pytest
 from consumer.kcl import PROJECT_ROOT, RECORD_PROCESSOR
 
 
-
 @pytest.fixture(scope="session")
 def prepared_model(tmp_path_factory) -> Path:
     """A small DictVectorizer + RandomForest pipeline in the prepared-artifact format shard processes load."""
     import joblib
     import pandas as pd
     import sklearn
-    from sklearn.feature_extraction import DictVectorizer
     from sklearn.ensemble import RandomForestRegressor
+    from sklearn.feature_extraction import DictVectorizer
     from sklearn.pipeline import make_pipeline
 
     from consumer.scoring import METADATA_FILE, PIPELINE_FILE
@@ -44,7 +43,13 @@ def prepared_model(tmp_path_factory) -> Path:
     joblib.dump(pipeline, directory / PIPELINE_FILE)
     (directory / METADATA_FILE).write_text(
         json.dumps(
-            {"uri": "test://tiny", "name": "tiny", "version": "42", "run_id": None, "sklearn_version": sklearn.__version__}
+            {
+                "uri": "test://tiny",
+                "name": "tiny",
+                "version": "42",
+                "run_id": None,
+                "sklearn_version": sklearn.__version__,
+            }
         )
     )
     return directory

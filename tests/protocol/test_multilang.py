@@ -76,7 +76,9 @@ def test_a_batch_is_written_then_checkpointed_at_its_last_record(start_processor
     assert processor.receive() == {"action": "status", "responseFor": "leaseLost"}
     assert processor.exit_code() == 0
     assert all(json.loads(line)["action"] for line in processor.stdout_lines if line.strip())
-    assert any(event.get("event") == "batch_done" and event.get("shard_id") == SHARD for event in processor.log_events())
+    assert any(
+        event.get("event") == "batch_done" and event.get("shard_id") == SHARD for event in processor.log_events()
+    )
 
 
 def test_a_throttled_checkpoint_is_retried(start_processor):

@@ -8,7 +8,9 @@ import orjson
 
 
 def ride_payload(ride_id: int | str = 156, pu: object = 130, do: object = 205, distance: object = 3.66) -> bytes:
-    return orjson.dumps({"ride": {"PULocationID": pu, "DOLocationID": do, "trip_distance": distance}, "ride_id": ride_id})
+    return orjson.dumps(
+        {"ride": {"PULocationID": pu, "DOLocationID": do, "trip_distance": distance}, "ride_id": ride_id}
+    )
 
 
 @dataclass(frozen=True)

@@ -64,7 +64,7 @@ def test_a_bad_payload_is_rejected_with_its_reason(payload, reason):
 
 
 def test_a_missing_ride_field_is_named_in_the_detail():
-    with pytest.raises(InvalidRide, match="ride.DOLocationID is missing"):
+    with pytest.raises(InvalidRide, match=r"ride\.DOLocationID is missing"):
         decode_ride(b'{"ride": {"PULocationID": 1, "trip_distance": 1.0}, "ride_id": 1}')
 
 
@@ -82,7 +82,9 @@ def test_the_prediction_event_keeps_the_lambda_schema_and_adds_a_deterministic_i
 def test_a_dead_letter_event_carries_the_payload_and_where_it_came_from():
     payload = b"\xff garbage"
     event = orjson.loads(
-        dead_letter_event(payload, reason=Reason.NOT_UTF8, detail="bad", source=SOURCE, stream_name="rides", version="7")
+        dead_letter_event(
+            payload, reason=Reason.NOT_UTF8, detail="bad", source=SOURCE, stream_name="rides", version="7"
+        )
     )
     assert base64.b64decode(event["payload_base64"]) == payload
     assert event["reason"] == "not_utf8"

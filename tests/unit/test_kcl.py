@@ -24,7 +24,9 @@ def test_rendered_properties_take_the_settings_and_keep_the_template(env):
     env.setenv("AWS_ENDPOINT_URL_DYNAMODB", "http://127.0.0.1:4569")
     env.setenv("KCL_INITIAL_POSITION", "TRIM_HORIZON")
     env.setenv("KCL_WORKER_ID", "pod-1")
-    rendered = _parse(render_properties(PROPERTIES_TEMPLATE.read_text(), properties_overrides(load_settings(), python="/py")))
+    rendered = _parse(
+        render_properties(PROPERTIES_TEMPLATE.read_text(), properties_overrides(load_settings(), python="/py"))
+    )
     assert rendered["streamName"] == "ride_events"
     assert rendered["applicationName"] == "ride-duration"
     assert rendered["kinesisEndpoint"] == "http://127.0.0.1:4568"
@@ -81,3 +83,20 @@ def test_a_tampered_missing_or_extra_jar_refuses_to_start(tmp_path, change, mess
     change(jars)
     with pytest.raises(DaemonSetupError, match=message):
         verify_jars(jars, pins)
+
+
+def test_extra_properties_from_json_win_over_the_template(env):
+    from consumer.settings import load_settings
+
+    env.setenv("KCL_EXTRA_PROPERTIES", '{"shardSyncIntervalMillis": "10000", "maxLeasesForWorker": "4"}')
+    rendered = _parse(render_properties(PROPERTIES_TEMPLATE.read_text(), properties_overrides(load_settings())))
+    assert rendered["shardSyncIntervalMillis"] == "10000"
+    assert rendered["maxLeasesForWorker"] == "4"
+
+
+def test_an_extra_property_that_would_break_the_file_is_refused(env):
+    from consumer.settings import load_settings
+
+    env.setenv("KCL_EXTRA_PROPERTIES", '{"streamName": "x\\nexecutableName = /bin/evil"}')
+    with pytest.raises(DaemonSetupError, match="streamName"):
+        properties_overrides(load_settings())

@@ -3,6 +3,7 @@ import pytest
 from consumer.errors import SettingsError
 from consumer.settings import InitialPosition, load_settings
 
+
 def test_settings_come_from_the_environment(env):
     env.setenv("TEST_RUN", "true")
     settings = load_settings()

@@ -1,7 +1,7 @@
+import boto3
 import pytest
 from botocore.exceptions import EndpointConnectionError
 from botocore.stub import Stubber
-import boto3
 
 from consumer.errors import SinkError
 from consumer.sink import MAX_RECORDS_PER_PUT, Entry, KinesisSink, MemorySink, chunked

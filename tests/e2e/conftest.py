@@ -1,0 +1,88 @@
+"""Fixtures for the end-to-end tier: the real KCL MultiLangDaemon (Java) started by ``python -m consumer run``,
+against kinesis-local and dynalite, with a model trained and registered in a local MLflow store."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from consumer.demo import DEFAULT_TRIPS, ConsumerProcess, consumer_env
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/e2e/" in str(item.path):
+            item.add_marker(pytest.mark.e2e)
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    uri: str
+    tracking_uri: str
+    version: str
+
+
+@pytest.fixture(scope="session")
+def registered_model(tmp_path_factory: pytest.TempPathFactory) -> RegisteredModel:
+    """The seed's pipeline trained on 20,000 real trips (20 trees, to keep the suite fast), registered @production."""
+    if shutil.which("java") is None:
+        pytest.fail("java is not on PATH: the end-to-end tests need a JRE 17+ (see `make setup`)")
+    from consumer.training import local_store, train
+
+    tracking_uri, artifacts = local_store(tmp_path_factory.mktemp("mlflow"))
+    result = train(
+        DEFAULT_TRIPS, tracking_uri=tracking_uri, artifact_location=artifacts, sample=20_000, n_estimators=20
+    )
+    return RegisteredModel(uri="models:/ride-duration@production", tracking_uri=tracking_uri, version=result.version)
+
+
+@dataclass(frozen=True)
+class Streams:
+    input: str
+    predictions: str
+    dead_letters: str
+
+
+@pytest.fixture
+def streams(local_stack) -> Streams:
+    suffix = uuid.uuid4().hex[:8]
+    names = Streams(f"rides-{suffix}", f"predictions-{suffix}", f"dead-letters-{suffix}")
+    local_stack.create_stream(names.input, 2)
+    local_stack.create_stream(names.predictions, 1)
+    local_stack.create_stream(names.dead_letters, 1)
+    return names
+
+
+@pytest.fixture
+def start_consumer(local_stack, streams, registered_model, tmp_path: Path) -> Iterator[Callable[..., ConsumerProcess]]:
+    """Start ``python -m consumer run`` (same application and worker id on every call: a restart re-adopts its
+    leases); every consumer still running at teardown is stopped."""
+    application = f"e2e-{uuid.uuid4().hex[:8]}"
+    started: list[ConsumerProcess] = []
+
+    def start(worker_id: str = "worker-1", **extra: str) -> ConsumerProcess:
+        env = consumer_env(
+            local_stack.env(),
+            input_stream=streams.input,
+            predictions_stream=streams.predictions,
+            dead_letter_stream=streams.dead_letters,
+            model_uri=registered_model.uri,
+            tracking_uri=registered_model.tracking_uri,
+            application_name=application,
+            work_dir=tmp_path,
+            worker_id=worker_id,
+            extra=extra,
+        )
+        consumer = ConsumerProcess(env, tmp_path / f"consumer-{worker_id}-{len(started)}.log").start()
+        started.append(consumer)
+        return consumer
+
+    yield start
+    for consumer in started:
+        if consumer.running():
+            consumer.stop(timeout=60)
