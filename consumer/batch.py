@@ -31,6 +31,7 @@ __all__ = [
     "Scored",
     "decode_records",
     "encode",
+    "expire_stale",
     "score",
 ]
 
@@ -102,6 +103,29 @@ def decode_records(records: Iterable[KclRecord], shard_id: str) -> tuple[list[Ac
         except InvalidRide as exc:
             rejected.append(Rejected(source, payload, exc.reason, exc.detail))
     return accepted, rejected
+
+
+def expire_stale(
+    accepted: Sequence[Accepted], *, now_millis: int, max_age_seconds: float | None
+) -> tuple[list[Accepted], list[Rejected]]:
+    """Lambda's MaximumRecordAge: a ride that arrived more than ``max_age_seconds`` before ``now_millis`` is
+    rejected as stale instead of scored (its prediction would come too late to be useful). ``None``: keep all."""
+    if max_age_seconds is None:
+        return list(accepted), []
+    oldest = now_millis - max_age_seconds * 1000
+    fresh = [item for item in accepted if item.source.arrival_millis >= oldest]
+    stale = [
+        Rejected(
+            item.source,
+            item.payload,
+            Reason.STALE,
+            f"arrived {(now_millis - item.source.arrival_millis) / 1000:.1f} s ago, over the {max_age_seconds:g} s"
+            " maximum record age",
+        )
+        for item in accepted
+        if item.source.arrival_millis < oldest
+    ]
+    return fresh, stale
 
 
 def score(model: Model, accepted: Sequence[Accepted]) -> tuple[list[Scored], list[Rejected]]:

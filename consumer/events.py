@@ -67,6 +67,7 @@ class Reason:
     NOT_FINITE = "not_finite"
     OUT_OF_RANGE = "out_of_range"
     MODEL_ERROR = "model_error"
+    STALE = "stale"
 
 
 class InvalidRide(ValueError):

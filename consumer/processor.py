@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 import structlog
 from amazon_kclpy.v3.processor import RecordProcessorBase
 
-from consumer.batch import Model, decode_records, encode, score
+from consumer.batch import Model, decode_records, encode, expire_stale, score
 from consumer.checkpointing import Checkpointed, checkpoint
 from consumer.logs import get_logger
 from consumer.sink import Sink
@@ -37,7 +37,9 @@ class RideProcessor(RecordProcessorBase):  # type: ignore[misc]  # amazon_kclpy 
         dead_letters: Sink,
         input_stream: str,
         test_run: bool = False,
+        max_record_age_seconds: float | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._model = model
         self._version = model_version
@@ -46,6 +48,8 @@ class RideProcessor(RecordProcessorBase):  # type: ignore[misc]  # amazon_kclpy 
         self._input_stream = input_stream
         self._test_run = test_run
         self._sleep = sleep
+        self._max_record_age = max_record_age_seconds
+        self._clock = clock
         self._shard_id = "unknown"
         self._last_written: tuple[str, int] | None = None
         self._last_checkpointed: tuple[str, int] | None = None
@@ -97,8 +101,11 @@ class RideProcessor(RecordProcessorBase):  # type: ignore[misc]  # amazon_kclpy 
             return
         started = time.perf_counter()
         accepted, rejected = decode_records(records, self._shard_id)
-        scored, failed = score(self._model, accepted)
-        encoded = encode(scored, rejected + failed, version=self._version, input_stream=self._input_stream)
+        fresh, stale = expire_stale(
+            accepted, now_millis=int(self._clock() * 1000), max_age_seconds=self._max_record_age
+        )
+        scored, failed = score(self._model, fresh)
+        encoded = encode(scored, rejected + stale + failed, version=self._version, input_stream=self._input_stream)
         last = (records[-1].sequence_number, records[-1].sub_sequence_number)
         log = self._log.bind(
             batch_size=len(records),
@@ -106,7 +113,7 @@ class RideProcessor(RecordProcessorBase):  # type: ignore[misc]  # amazon_kclpy 
             last_sequence_number=last[0],
         )
         if self._test_run:
-            log.info("batch_scored_dry_run", predicted=len(scored), dead_lettered=len(rejected) + len(failed))
+            log.info("batch_scored_dry_run", predicted=len(scored), dead_lettered=len(encoded.dead_letters))
             return
         self._dead_letters.put(encoded.dead_letters)
         self._predictions.put(encoded.predictions)
@@ -116,6 +123,7 @@ class RideProcessor(RecordProcessorBase):  # type: ignore[misc]  # amazon_kclpy 
             "batch_done",
             predicted=len(encoded.predictions),
             dead_lettered=len(encoded.dead_letters),
+            stale=len(stale),
             seconds=round(time.perf_counter() - started, 4),
         )
 

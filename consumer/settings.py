@@ -87,6 +87,11 @@ class Settings(BaseSettings):
     test_run: bool = Field(default=False, description="Dry run: score and log, write nothing, never checkpoint.")
     put_max_attempts: int = Field(default=8, ge=1, le=30, description="PutRecords attempts before a shard stops.")
     put_backoff_max_seconds: float = Field(default=5.0, gt=0, le=60, description="Cap of the retry backoff.")
+    max_record_age_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="Rides that arrived longer ago than this are dead-lettered as stale, not scored (off: unset).",
+    )
     log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$", description="Log level.")
 
     # --- The daemon.

@@ -64,6 +64,7 @@ def main(stdin: TextIO | None = None, stdout: TextIO | None = None, stderr: Text
         dead_letters=sink(settings.dead_letter_stream_name),
         input_stream=settings.input_stream_name,
         test_run=settings.test_run,
+        max_record_age_seconds=settings.max_record_age_seconds,
     )
     KCLProcess(processor, input_file=stdin or sys.stdin, output_file=stdout or sys.stdout, error_file=err).run()
     return 0
