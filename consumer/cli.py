@@ -1,4 +1,4 @@
-"""The command line: ``python -m consumer run | train | replay | tail | demo``.
+"""The command line: ``python -m consumer run | train | replay | tail | ledger | demo``.
 
 Every command configures JSON logs on stderr first; ``run`` is the service, the others are tools around it.
 """
@@ -147,6 +147,41 @@ def tail(stream: str, follow: bool, max_records: int | None, decode_payloads: bo
         decode_payloads=decode_payloads,
     )
     click.echo(f"{count} records", err=True)
+
+
+@cli.command()
+@click.option("--input", "input_stream", envvar="INPUT_STREAM_NAME", required=True, help="Default $INPUT_STREAM_NAME.")
+@click.option(
+    "--predictions", envvar="PREDICTIONS_STREAM_NAME", required=True, help="Default $PREDICTIONS_STREAM_NAME."
+)
+@click.option(
+    "--dead-letters", envvar="DEAD_LETTER_STREAM_NAME", required=True, help="Default $DEAD_LETTER_STREAM_NAME."
+)
+@click.option(
+    "--settle",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Seconds: a record without events that arrived this recently is in flight, not missing.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the counts and example ids as one JSON object.")
+def ledger(input_stream: str, predictions: str, dead_letters: str, settle: float, as_json: bool) -> None:
+    """Account for every input record: predicted, dead-lettered, duplicated (same event id) or missing.
+
+    Reads the three streams from TRIM_HORIZON. Exits 1 unless every record is accounted for.
+    """
+    import orjson
+
+    from consumer.ledger import format_ledger, read_ledger
+
+    configure_logging("WARNING", component="ledger")
+    result = read_ledger(_kinesis(), input_stream, predictions, dead_letters, settle_seconds=settle)
+    if as_json:
+        click.echo(orjson.dumps(result.as_dict()).decode())
+    else:
+        click.echo(f"ledger of {input_stream} -> {predictions} + {dead_letters}")
+        click.echo(format_ledger(result))
+    sys.exit(0 if result.complete else 1)
 
 
 @cli.command()
