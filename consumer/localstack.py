@@ -185,6 +185,8 @@ class LocalStack:
     :param stop_timeout: seconds each emulator gets to exit after SIGTERM before it is killed.
     :param kinesis_settings: extra environment for kinesis-local, e.g. ``{"LOG_LEVEL": "DEBUG"}``;
         it overrides :data:`KINESIS_FAST_SETTINGS`.
+    :param dynamodb_path: a directory for dynalite's LevelDB store; ``None`` keeps the tables in memory. With a
+        path the tables survive :meth:`restart_dynamodb`.
     :param die_with_parent: (Linux) the emulators get SIGTERM if this Python process dies without stopping them
         (even by SIGKILL). The kernel ties that signal to the starting *thread*, so it only applies when the stack
         is started from the main thread.
@@ -203,6 +205,7 @@ class LocalStack:
         stop_timeout: float = 10.0,
         kinesis_settings: Mapping[str, str] | None = None,
         die_with_parent: bool = True,
+        dynamodb_path: Path | str | None = None,
     ) -> None:
         self.node_modules = Path(node_modules) if node_modules is not None else DEFAULT_NODE_MODULES
         self.node = node
@@ -212,6 +215,7 @@ class LocalStack:
         self._fixed_ports = {"kinesis": kinesis_port, "kinesis_tls": kinesis_tls_port, "dynamodb": dynamodb_port}
         self._kinesis_settings = {**KINESIS_FAST_SETTINGS, **(kinesis_settings or {})}
         self._die_with_parent = die_with_parent
+        self._dynamodb_path = Path(dynamodb_path) if dynamodb_path is not None else None
         self._own_work_dir = work_dir is None
         self._work_dir = Path(work_dir) if work_dir is not None else None
         self._emulators: list[_Emulator] = []
@@ -265,6 +269,17 @@ class LocalStack:
             self.timings.stop = time.monotonic() - began
         if self._own_work_dir and not keep_work_dir and self._work_dir is not None:
             shutil.rmtree(self._work_dir, ignore_errors=True)
+
+    def restart_dynamodb(self, *, down_seconds: float = 0.0) -> None:
+        """Stop dynalite (SIGTERM), wait ``down_seconds``, start it again on the same port and wait until it
+        answers. With ``dynamodb_path`` its tables and items are kept; without, it comes back empty."""
+        emulator = self._emulator("dynalite")
+        port = emulator.ports["plain"]
+        self._reap(emulator)
+        time.sleep(down_seconds)
+        emulator.fixed_ports = {"plain": port}
+        self._launch(emulator)
+        self.timings.dynamodb = self._wait_until_ready(emulator)
 
     # ------------------------------------------------------------------------------------------------- access
     @property
@@ -372,7 +387,8 @@ class LocalStack:
     def _dynalite(self, node_path: str, cli_js: Path) -> _Emulator:
         def configure(ports: dict[str, int]) -> tuple[list[str], dict[str, str]]:
             state_ms = ["--createTableMs", "10", "--deleteTableMs", "10", "--updateTableMs", "10"]
-            return ["--host", "127.0.0.1", "--port", str(ports["plain"]), *state_ms], {}
+            store = ["--path", str(self._dynamodb_path)] if self._dynamodb_path is not None else []
+            return ["--host", "127.0.0.1", "--port", str(ports["plain"]), *state_ms, *store], {}
 
         return _Emulator(
             name="dynalite",
