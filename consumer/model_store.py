@@ -11,8 +11,11 @@ Accepted URIs::
     /a/local/dir, file:///dir    a directory holding MLmodel
 
 The prepared directory is ``cache_dir/<name>-<version>-<digest>/`` holding ``pipeline.joblib`` and
-``model.json`` (see :mod:`consumer.scoring`). Preparing the same resolved model again returns the same
-directory without downloading it. mlflow, skops and cloudpickle are imported inside functions only.
+``model.json`` (see :mod:`consumer.scoring`), plus the compiled fast path ``model.onnx`` + ``fastpath.json``
+(:mod:`consumer.fastpath`; compiled once per model version, checked against the pipeline first, and reported as
+not compiled, with the reason, for a pipeline that is not DictVectorizer + a tree ensemble). Preparing the same
+resolved model again returns the same directory without downloading it. mlflow, skops and cloudpickle are
+imported inside functions only.
 
 Trust: a ``skops`` model is loaded trusting exactly the types its MLmodel records in
 ``flavors.sklearn.skops_trusted_types`` (optionally capped by ``allowed_skops_types``); a file that needs any
@@ -37,6 +40,7 @@ from typing import Any
 
 import structlog
 
+from consumer import fastpath
 from consumer.scoring import METADATA_FILE, PIPELINE_FILE, ModelError, load_prepared, single_threaded
 
 __all__ = ["ModelError", "prepare"]
@@ -84,6 +88,9 @@ def prepare(
         target = cache_dir / _directory_name(source)
         if _is_prepared(target):
             log.info("model_prepared_reused", uri=model_uri, version=source.version, path=str(target))
+            if fastpath.read_state(target) is None:  # prepared before the fast path existed: compile it now
+                scorer = load_prepared(target, prefer_compiled=False)
+                _compile(target, scorer.pipeline, scorer.info, [], model_uri)
             return target
         model_dir = _download(source, work / "download", tracking_uri=tracking_uri, registry_uri=registry_uri)
         if source.version is None:
@@ -94,7 +101,8 @@ def prepare(
         )
         staging = work / "prepared"
         _write_prepared(staging, pipeline, source, mlmodel, flavor_format, trusted)
-        _check_prepared(staging, pipeline, model_dir, model_uri)
+        scorer = _check_prepared(staging, pipeline, model_dir, model_uri)
+        _compile(staging, pipeline, scorer.info, _input_example(model_dir), model_uri)
         _publish(staging, target)
         log.info("model_prepared", uri=model_uri, version=source.version, format=flavor_format, path=str(target))
         return target
@@ -434,22 +442,48 @@ def _write_prepared(
     (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
 
 
-def _check_prepared(staging: Path, pipeline: Any, model_dir: Path, model_uri: str) -> None:
-    """Load the prepared directory the way a shard will; if MLflow saved an input example (a list of feature
-    dicts), the prepared pipeline must predict exactly what the loaded one does."""
-    import numpy as np
-
-    scorer = load_prepared(staging)
+def _input_example(model_dir: Path) -> list[dict[str, Any]]:
+    """The input example MLflow saved with the model, if it is a list of feature dicts; else no rows."""
     example_file = model_dir / "input_example.json"
     if not example_file.is_file():
-        return
+        return []
     example = json.loads(example_file.read_text(encoding="utf-8"))
     if isinstance(example, dict):
         example = [example]
     if not (isinstance(example, list) and example and all(isinstance(row, dict) for row in example)):
-        return
-    if not np.array_equal(scorer.pipeline.predict(example), pipeline.predict(example)):
+        return []
+    return example
+
+
+def _check_prepared(staging: Path, pipeline: Any, model_dir: Path, model_uri: str) -> Any:
+    """Load the prepared pipeline the way a shard will and return that scorer; if MLflow saved an input example
+    (a list of feature dicts), the prepared pipeline must predict exactly what the loaded one does."""
+    import numpy as np
+
+    scorer = load_prepared(staging, prefer_compiled=False)
+    example = _input_example(model_dir)
+    if example and not np.array_equal(scorer.pipeline.predict(example), pipeline.predict(example)):
         raise ModelError(f"{model_uri}: the prepared pipeline predicts differently from the MLflow model")
+    return scorer
+
+
+def _compile(directory: Path, pipeline: Any, info: Any, heldout: list[dict[str, Any]], model_uri: str) -> None:
+    """The fast path for this model version (:func:`consumer.fastpath.compile_into`), logged either way."""
+    state = fastpath.compile_into(directory, pipeline, info, heldout)
+    if state.compiled:
+        log.info(
+            "model_compiled",
+            uri=model_uri,
+            model_path=fastpath.MODEL_PATH_ONNX,
+            estimator=state.estimator,
+            used_features=state.used_features,
+            vectorizer_features=state.vectorizer_features,
+            probe_rows=state.probe_rows,
+            max_abs_diff_minutes=state.probe_max_abs_diff,
+            seconds=state.compile_seconds,
+        )
+    else:
+        log.warning("model_not_compiled", uri=model_uri, model_path=fastpath.MODEL_PATH_SKLEARN, reason=state.reason)
 
 
 def _publish(staging: Path, target: Path) -> None:

@@ -1,9 +1,12 @@
 """The shard side of the model: features, and the prepared pipeline that scores a batch of rides.
 
 A shard process loads what the launcher prepared (:func:`consumer.model_store.prepare`): a directory holding
-``pipeline.joblib`` (the scikit-learn pipeline) and ``model.json`` (where it came from). Loading it needs joblib
-and scikit-learn only. This module must never import mlflow, directly or through another module: a shard has to
-start in well under a second and its memory is multiplied by the number of shards.
+``pipeline.joblib`` (the scikit-learn pipeline), ``model.json`` (where it came from) and, when the pipeline could
+be compiled, ``model.onnx`` + ``fastpath.json`` (:mod:`consumer.fastpath`). :func:`load_prepared` takes the
+compiled model when there is one (onnxruntime and numpy: scikit-learn is never imported) and the pipeline
+otherwise (joblib and scikit-learn), and logs which (``model_loaded``, ``model_path``: ``onnx`` or ``sklearn``).
+This module must never import mlflow, directly or through another module: a shard has to start in well under a
+second and its memory is multiplied by the number of shards.
 
 :func:`features` is the one definition of the model's input; training builds its rows with it too.
 """
@@ -17,9 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import structlog
 
+from consumer import fastpath
 from consumer.errors import ModelError
 from consumer.events import Ride
+from consumer.logs import get_logger
 
 __all__ = [
     "METADATA_FILE",
@@ -58,6 +64,9 @@ def features(ride: Ride) -> dict[str, str | float]:
 
 class Scorer:
     """A loaded pipeline and what it is. ``predict`` makes one vectorised call for the whole batch."""
+
+    #: Which path scores (``model_path`` in logs and metrics); :class:`consumer.fastpath.OnnxScorer` says "onnx".
+    path = fastpath.MODEL_PATH_SKLEARN
 
     def __init__(self, pipeline: Any, info: ModelInfo) -> None:
         self._pipeline = pipeline
@@ -104,14 +113,69 @@ def _read_metadata(path: Path) -> dict[str, Any]:
     return metadata
 
 
-def load_prepared(path: Path) -> Scorer:
-    """Load a prepared directory. Raise :class:`ModelError` if it is incomplete, was prepared with another
-    scikit-learn version (pickles do not cross versions safely), or does not hold a model with ``predict``."""
+def load_prepared(path: Path, *, prefer_compiled: bool = True) -> Scorer | fastpath.OnnxScorer:
+    """Load a prepared directory: its compiled model if it has one that loads (and ``prefer_compiled``), else its
+    pipeline. Raise :class:`ModelError` if it is incomplete, its pipeline was prepared with another scikit-learn
+    version (pickles do not cross versions safely), or does not hold a model with ``predict``.
+
+    The scorer :func:`preload` made for the same directory is returned as it is (a fork server's workers share
+    it). With logging configured (:func:`consumer.logs.configure_logging`), ``model_loaded`` says which path
+    scores and why; unconfigured, nothing is logged (structlog's default would print on stdout).
+    """
+    path = Path(path)
+    if prefer_compiled and _preloaded is not None and _preloaded[0] == path.resolve():
+        _log_loaded(_preloaded[1], "preloaded")
+        return _preloaded[1]
+    metadata = _read_metadata(path)
+    info = ModelInfo(
+        uri=str(metadata["uri"]),
+        name=metadata.get("name"),
+        version=str(metadata["version"]),
+        run_id=metadata.get("run_id"),
+    )
+    state = fastpath.read_state(path) if prefer_compiled else None
+    reason = "not preferred" if not prefer_compiled else "prepared without a compiled model"
+    if state is not None and state.compiled:
+        try:
+            compiled = fastpath.load(path, info)
+        except ModelError as exc:
+            reason = str(exc)
+            if structlog.is_configured():
+                get_logger().warning("compiled_model_unusable", error=reason)
+        else:
+            agreement = (
+                state.heldout_max_abs_diff if state.heldout_max_abs_diff is not None else state.probe_max_abs_diff
+            )
+            _log_loaded(compiled, f"compiled, max abs diff {agreement} minutes on {state.used_features} features")
+            return compiled
+    elif state is not None:
+        reason = state.reason or "not compiled"
+    scorer = _load_pipeline(path, metadata, info)
+    _log_loaded(scorer, reason)
+    return scorer
+
+
+_preloaded: tuple[Path, Scorer | fastpath.OnnxScorer] | None = None
+
+
+def preload(path: Path) -> Scorer | fastpath.OnnxScorer:
+    """Load ``path`` once for this process and the processes it forks: :func:`load_prepared` of the same
+    directory then returns this scorer instead of loading it again (see :mod:`consumer.forkserver`)."""
+    global _preloaded
+    scorer = load_prepared(path)
+    _preloaded = (Path(path).resolve(), scorer)
+    return scorer
+
+
+def _log_loaded(scorer: Scorer | fastpath.OnnxScorer, why: str) -> None:
+    if structlog.is_configured():
+        get_logger().info("model_loaded", model_path=scorer.path, version=scorer.info.version, why=why)
+
+
+def _load_pipeline(path: Path, metadata: dict[str, Any], info: ModelInfo) -> Scorer:
     import joblib
     import sklearn
 
-    path = Path(path)
-    metadata = _read_metadata(path)
     prepared_with = metadata.get("sklearn_version")
     if prepared_with != sklearn.__version__:
         raise ModelError(
@@ -126,10 +190,4 @@ def load_prepared(path: Path) -> Scorer:
         raise ModelError(f"{path}: cannot load {PIPELINE_FILE}: {type(exc).__name__}: {exc}") from exc
     if not callable(getattr(pipeline, "predict", None)):
         raise ModelError(f"{path}: {PIPELINE_FILE} holds a {type(pipeline).__name__}, which has no predict()")
-    info = ModelInfo(
-        uri=str(metadata["uri"]),
-        name=metadata.get("name"),
-        version=str(metadata["version"]),
-        run_id=metadata.get("run_id"),
-    )
     return Scorer(single_threaded(pipeline), info)

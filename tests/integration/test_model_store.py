@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
+from consumer.fastpath import FAST_METADATA_FILE, FAST_MODEL_FILE, TOLERANCE_MINUTES
 from consumer.model_store import ModelError, prepare
 from consumer.scoring import METADATA_FILE, PIPELINE_FILE, features, load_prepared
 from tests.integration.conftest import TRIPS
@@ -66,13 +67,17 @@ def test_prepared_scorer_predicts_exactly_what_mlflow_predicts(
     form, trained, rides, mlflow_predictions, tmp_path, request
 ):
     uri = uri_of(form, trained, request)
+    path = prepare_in(trained, uri, tmp_path)
 
-    scorer = load_prepared(prepare_in(trained, uri, tmp_path))
+    scorer = load_prepared(path, prefer_compiled=False)
+    compiled = load_prepared(path)
 
     predictions = scorer.predict(rides)
     assert predictions.shape == (len(rides),)
     assert np.abs(predictions - mlflow_predictions["pyfunc"]).max() <= 1e-9
     assert np.abs(predictions - mlflow_predictions["sklearn"]).max() <= 1e-9
+    assert compiled.path == "onnx"
+    assert np.abs(compiled.predict(rides) - mlflow_predictions["pyfunc"]).max() <= TOLERANCE_MINUTES
     registry_form = form in ("alias", "version")
     assert scorer.info.version == (trained.result.version if registry_form else trained.result.run_id)
     assert scorer.info.run_id == trained.result.run_id
@@ -90,7 +95,9 @@ def test_model_json_records_the_registry_version_behind_the_uri(form, trained, t
     assert metadata["run_id"] == result.run_id
     assert metadata["flavor_format"] == result.serialization_format
     assert {"prepared_at", "sklearn_version"} <= metadata.keys()
-    assert sorted(p.name for p in path.iterdir()) == sorted([METADATA_FILE, PIPELINE_FILE])
+    assert sorted(p.name for p in path.iterdir()) == sorted(
+        [METADATA_FILE, PIPELINE_FILE, FAST_MODEL_FILE, FAST_METADATA_FILE]
+    )
 
 
 def test_skops_model_is_loaded_trusting_exactly_the_types_its_mlmodel_records(trained_skops, tmp_path):
@@ -103,7 +110,7 @@ def test_skops_model_is_loaded_trusting_exactly_the_types_its_mlmodel_records(tr
 
 
 def test_prepared_pipeline_scores_single_threaded(trained, tmp_path):
-    scorer = load_prepared(prepare_in(trained, trained.result.model_uri, tmp_path))
+    scorer = load_prepared(prepare_in(trained, trained.result.model_uri, tmp_path), prefer_compiled=False)
 
     assert scorer.pipeline.steps[-1][1].n_jobs == 1
 
@@ -265,7 +272,7 @@ def test_prepared_directory_from_another_sklearn_version_is_refused(trained_skop
     (path / METADATA_FILE).write_text(json.dumps({**metadata, "sklearn_version": "0.24.2"}))
 
     with pytest.raises(ModelError, match=r"prepared with scikit-learn 0\.24\.2"):
-        load_prepared(path)
+        load_prepared(path, prefer_compiled=False)
 
 
 def test_directory_that_was_not_prepared_is_refused(tmp_path):

@@ -1,0 +1,174 @@
+"""The fast path: DictVectorizer + tree ensemble compiled to ONNX agrees with the pipeline; anything else falls back.
+
+Small pipelines trained on real January 2022 trips; the held-out rides are the file's last week."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sklearn
+
+from consumer import fastpath
+from consumer.events import Ride
+from consumer.scoring import METADATA_FILE, PIPELINE_FILE, ModelInfo, features, load_prepared
+from tests.integration.conftest import TRIPS
+
+pytestmark = pytest.mark.skipif(not TRIPS.exists(), reason=f"{TRIPS} is not on this machine")
+
+INFO = ModelInfo(uri="test://fast", name="fast", version="7", run_id=None)
+
+
+@pytest.fixture(scope="module")
+def trips() -> tuple[list[dict], np.ndarray, list[dict]]:
+    """(training rows, their durations, held-out rows of the last week)."""
+    from consumer.training import feature_rows, read_trips, split_last_week
+
+    train, heldout, _ = split_last_week(read_trips(str(TRIPS)))
+    train = train.sample(n=4000, random_state=0)
+    return feature_rows(train), train["duration"].to_numpy(), feature_rows(heldout.head(3000))
+
+
+def fitted(estimator, trips):
+    from sklearn.feature_extraction import DictVectorizer
+    from sklearn.pipeline import make_pipeline
+
+    rows, durations, _ = trips
+    return make_pipeline(DictVectorizer(), estimator).fit(rows, durations)
+
+
+def prepared_dir(tmp_path: Path, pipeline) -> Path:
+    """A prepared directory as model_store writes it (pipeline.joblib + model.json), without the fast path."""
+    import joblib
+
+    joblib.dump(pipeline, tmp_path / PIPELINE_FILE)
+    metadata = {"uri": INFO.uri, "name": INFO.name, "version": INFO.version, "sklearn_version": sklearn.__version__}
+    (tmp_path / METADATA_FILE).write_text(json.dumps(metadata))
+    return tmp_path
+
+
+def tree_ensembles():
+    from sklearn.ensemble import ExtraTreesRegressor, GradientBoostingRegressor, RandomForestRegressor
+    from sklearn.tree import DecisionTreeRegressor
+
+    return [
+        RandomForestRegressor(n_estimators=10, max_depth=20, min_samples_leaf=10, random_state=0),
+        ExtraTreesRegressor(n_estimators=10, max_depth=12, random_state=0),
+        GradientBoostingRegressor(n_estimators=30, max_depth=4, random_state=0),
+        DecisionTreeRegressor(max_depth=15, random_state=0),
+    ]
+
+
+@pytest.mark.parametrize("estimator", tree_ensembles(), ids=lambda e: type(e).__name__)
+def test_compiled_tree_ensemble_agrees_with_the_pipeline_on_held_out_rides(estimator, trips, tmp_path):
+    pipeline = fitted(estimator, trips)
+    heldout = trips[2]
+
+    state = fastpath.compile_into(prepared_dir(tmp_path, pipeline), pipeline, INFO, heldout)
+    scorer = load_prepared(tmp_path)
+
+    assert state.compiled, state.reason
+    assert scorer.path == "onnx"
+    assert state.heldout_rows == len(heldout)
+    assert state.heldout_max_abs_diff <= fastpath.TOLERANCE_MINUTES
+    assert state.probe_max_abs_diff <= fastpath.TOLERANCE_MINUTES
+    assert state.used_features < state.vectorizer_features
+    difference = np.abs(scorer.predict_rows(heldout) - pipeline.predict(heldout))
+    assert difference.max() <= fastpath.TOLERANCE_MINUTES
+
+
+def test_compiled_scorer_scores_rides_like_the_pipeline_including_unseen_zone_pairs(trips, tmp_path):
+    pipeline = fitted(tree_ensembles()[0], trips)
+    fastpath.compile_into(prepared_dir(tmp_path, pipeline), pipeline, INFO)
+    rides = [Ride(1, 130, 205, 3.66), Ride("b", 264, 264, 0.0), Ride(3, 1, 1, 999.0), Ride(4, 7, 7, 12.25)]
+
+    scorer = load_prepared(tmp_path)
+    predictions = scorer.predict(rides)
+
+    assert predictions.dtype == np.float64 and predictions.shape == (4,)
+    expected = pipeline.predict([features(ride) for ride in rides])
+    assert np.abs(predictions - expected).max() <= fastpath.TOLERANCE_MINUTES
+    assert scorer.predict([]).shape == (0,)
+    assert scorer.info == INFO
+
+
+def test_non_tree_model_is_not_compiled_and_scores_with_the_pipeline(trips, tmp_path):
+    from sklearn.linear_model import LinearRegression
+
+    pipeline = fitted(LinearRegression(), trips)
+
+    state = fastpath.compile_into(prepared_dir(tmp_path, pipeline), pipeline, INFO)
+    scorer = load_prepared(tmp_path)
+
+    assert not state.compiled
+    assert "DictVectorizer -> LinearRegression" in state.reason
+    assert not (tmp_path / fastpath.FAST_MODEL_FILE).exists()
+    assert fastpath.read_state(tmp_path) == state
+    assert scorer.path == "sklearn"
+    assert np.array_equal(
+        scorer.predict([Ride(1, 130, 205, 3.66)]), pipeline.predict([features(Ride(1, 130, 205, 3.66))])
+    )
+
+
+def test_pipeline_with_another_first_step_is_not_compiled(trips, tmp_path):
+    from sklearn.ensemble import RandomForestRegressor
+    from sklearn.feature_extraction import DictVectorizer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import MaxAbsScaler
+
+    rows, durations, _ = trips
+    pipeline = make_pipeline(DictVectorizer(), MaxAbsScaler(), RandomForestRegressor(n_estimators=2, random_state=0))
+    pipeline.fit(rows, durations)
+
+    state = fastpath.compile_into(prepared_dir(tmp_path, pipeline), pipeline, INFO)
+
+    assert not state.compiled
+    assert "DictVectorizer -> MaxAbsScaler -> RandomForestRegressor" in state.reason
+
+
+def test_compiled_model_that_disagrees_on_held_out_rows_is_not_used(trips, tmp_path):
+    from sklearn.pipeline import Pipeline
+
+    pipeline = fitted(tree_ensembles()[3], trips)
+    rows = trips[2][:50]
+
+    class Shifted(Pipeline):
+        """The same pipeline, 0.01 minutes later: what a wrong conversion would look like."""
+
+        def predict(self, X, **params):
+            return super().predict(X, **params) + 0.01
+
+    state = fastpath.compile_into(prepared_dir(tmp_path, pipeline), Shifted(pipeline.steps), INFO, rows)
+
+    assert not state.compiled
+    assert "differs by up to 0.01 minutes" in state.reason
+    assert load_prepared(tmp_path).path == "sklearn"
+
+
+def test_unloadable_compiled_model_falls_back_to_the_pipeline(trips, tmp_path):
+    pipeline = fitted(tree_ensembles()[3], trips)
+    fastpath.compile_into(prepared_dir(tmp_path, pipeline), pipeline, INFO)
+    (tmp_path / fastpath.FAST_MODEL_FILE).write_bytes(b"not an onnx model")
+
+    scorer = load_prepared(tmp_path)
+
+    assert scorer.path == "sklearn"
+    assert load_prepared(tmp_path, prefer_compiled=False).path == "sklearn"
+
+
+def test_directory_prepared_before_the_fast_path_loads_the_pipeline(trips, tmp_path):
+    pipeline = fitted(tree_ensembles()[3], trips)
+    (tmp_path / "compiled").mkdir()
+    compiled = prepared_dir(tmp_path / "compiled", pipeline)
+    fastpath.compile_into(compiled, pipeline, INFO)
+    old = tmp_path / "old"
+    old.mkdir()
+    for name in (PIPELINE_FILE, METADATA_FILE):
+        shutil.copy(compiled / name, old / name)
+
+    assert fastpath.read_state(old) is None
+    assert load_prepared(old).path == "sklearn"
+    assert load_prepared(compiled).path == "onnx"
