@@ -9,6 +9,8 @@ the same pieces (:class:`ConsumerProcess`, :func:`ensure_model`, :func:`consumer
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -109,6 +111,10 @@ def consumer_env(
         CONSUMER_WORK_DIR=str(work_dir / application_name),
         KCL_JAVA_OPTS="-Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1",
         KCL_EXTRA_PROPERTIES=LOCAL_KCL_PROPERTIES,
+        # Several consumers may run side by side here: each gets a free port (logged) and its own metrics folder.
+        METRICS_HOST="127.0.0.1",
+        METRICS_PORT="0",
+        PROMETHEUS_MULTIPROC_DIR=str(work_dir / application_name / f"metrics-{worker_id}"),
     )
     env.update(extra or {})
     return env
@@ -152,6 +158,17 @@ class ConsumerProcess:
         if self._log is not None:
             self._log.close()
         return int(self.process.returncode)
+
+    def metrics_url(self) -> str | None:
+        """``http://host:port`` of its /metrics, /healthz and /readyz, from the launcher's last
+        ``metrics_server_started`` log line (None before that line)."""
+        url = None
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            if '"metrics_server_started"' in line:
+                with contextlib.suppress(ValueError, KeyError):
+                    event = json.loads(line)
+                    url = f"http://{event['host']}:{event['port']}"
+        return url
 
     def tail(self, lines: int = 40) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])

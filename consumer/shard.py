@@ -6,15 +6,19 @@ KCLProcess. stdout carries only the MultiLang protocol; every log line goes to s
 
 from __future__ import annotations
 
+import atexit
+import os
 import sys
 from typing import Any, TextIO
 
 import boto3
 from amazon_kclpy.kcl import KCLProcess
 from botocore.config import Config
+from prometheus_client.multiprocess import mark_process_dead
 
 from consumer.errors import SettingsError
 from consumer.logs import configure_logging, get_logger
+from consumer.metrics import ShardMetrics
 from consumer.processor import RideProcessor
 from consumer.scoring import load_prepared
 from consumer.settings import Settings, load_settings
@@ -48,23 +52,29 @@ def main(stdin: TextIO | None = None, stdout: TextIO | None = None, stderr: Text
         return 2
     scorer = load_prepared(settings.prepared_model_dir)
     client = kinesis_client(settings)
+    # The launcher put PROMETHEUS_MULTIPROC_DIR in our environment, so prometheus_client (imported with the
+    # processor) writes every value to a file there. On exit this process's live gauges (lag, lease) go away.
+    metrics = ShardMetrics.create()
+    atexit.register(mark_process_dead, os.getpid(), str(settings.prometheus_multiproc_dir))
 
-    def sink(stream_name: str) -> KinesisSink:
+    def sink(stream_name: str, role: str) -> KinesisSink:
         return KinesisSink(
             client,
             stream_name,
             max_attempts=settings.put_max_attempts,
             backoff_max_seconds=settings.put_backoff_max_seconds,
+            on_retry=metrics.put_entries_retried.labels(role).inc,
         )
 
     processor = RideProcessor(
         model=scorer,
         model_version=scorer.info.version,
-        predictions=sink(settings.predictions_stream_name),
-        dead_letters=sink(settings.dead_letter_stream_name),
+        predictions=sink(settings.predictions_stream_name, "predictions"),
+        dead_letters=sink(settings.dead_letter_stream_name, "dead_letters"),
         input_stream=settings.input_stream_name,
         test_run=settings.test_run,
         max_record_age_seconds=settings.max_record_age_seconds,
+        metrics=metrics,
     )
     KCLProcess(processor, input_file=stdin or sys.stdin, output_file=stdout or sys.stdout, error_file=err).run()
     return 0
