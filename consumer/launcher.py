@@ -7,19 +7,25 @@
 4. renders the daemon's properties from properties/consumer.properties and the settings;
 5. starts the MultiLangDaemon in its own process group, forwards SIGTERM/SIGINT to it, and exits with its status
    (0 when it stopped because we asked it to).
+
+From the start it serves /metrics, /healthz and /readyz on METRICS_PORT (consumer/health.py), after emptying
+PROMETHEUS_MULTIPROC_DIR, which it hands to the daemon (and so to every shard process) in the environment.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from types import FrameType
 
 from consumer.errors import DaemonSetupError
+from consumer.health import DaemonOutput, HealthServer, LauncherState
 from consumer.kcl import (
     PROPERTIES_TEMPLATE,
     daemon_command,
@@ -29,6 +35,7 @@ from consumer.kcl import (
     verify_jars,
 )
 from consumer.logs import get_logger
+from consumer.scoring import METADATA_FILE
 from consumer.settings import Settings
 
 __all__ = ["prepare_daemon", "run"]
@@ -37,8 +44,10 @@ __all__ = ["prepare_daemon", "run"]
 KILL_MARGIN_SECONDS = 15.0
 
 
-def prepare_daemon(settings: Settings, *, template: Path = PROPERTIES_TEMPLATE) -> tuple[list[str], dict[str, str]]:
-    """Everything before the daemon starts; returns its command and environment."""
+def prepare_daemon(
+    settings: Settings, *, template: Path = PROPERTIES_TEMPLATE, state: LauncherState | None = None
+) -> tuple[list[str], dict[str, str]]:
+    """Everything before the daemon starts; returns its command and environment. ``state`` learns the model."""
     log = get_logger()
     if shutil.which(settings.java_bin) is None:
         raise DaemonSetupError(f"JAVA_BIN={settings.java_bin!r} is not an executable on PATH (a JRE 17+ is needed)")
@@ -49,12 +58,14 @@ def prepare_daemon(settings: Settings, *, template: Path = PROPERTIES_TEMPLATE) 
 
     started = time.perf_counter()
     prepared = prepare(settings.model_uri, settings.model_cache_dir)
-    log.info(
-        "model_prepared",
-        model_uri=settings.model_uri,
-        path=str(prepared),
-        seconds=round(time.perf_counter() - started, 2),
-    )
+    seconds = time.perf_counter() - started
+    log.info("model_prepared", model_uri=settings.model_uri, path=str(prepared), seconds=round(seconds, 2))
+    if state is not None:
+        metadata = json.loads((prepared / METADATA_FILE).read_text(encoding="utf-8"))
+        state.model_prepared(
+            {"name": metadata.get("name") or "", "version": str(metadata["version"]), "uri": settings.model_uri},
+            seconds,
+        )
 
     settings.consumer_work_dir.mkdir(parents=True, exist_ok=True)
     properties = settings.consumer_work_dir / "consumer.properties"
@@ -63,23 +74,66 @@ def prepare_daemon(settings: Settings, *, template: Path = PROPERTIES_TEMPLATE) 
 
     env = dict(os.environ)
     env["PREPARED_MODEL_DIR"] = str(prepared)
+    # Set before any shard process starts, so prometheus_client is in multiprocess mode from its first import.
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(settings.prometheus_multiproc_dir)
     return daemon_command(settings, properties), env
 
 
-def _grace_seconds(properties_text: str) -> float:
+def _property_number(properties_text: str, name: str) -> int | None:
     for line in properties_text.splitlines():
         key, _, value = line.partition("=")
-        if key.strip() == "shutdownGraceMillis" and value.strip().isdigit():
-            return int(value.strip()) / 1000
-    return 0.0
+        if key.strip() == name and value.strip().isdigit():
+            return int(value.strip())
+    return None
+
+
+def _grace_seconds(properties_text: str) -> float:
+    return (_property_number(properties_text, "shutdownGraceMillis") or 0) / 1000
+
+
+def _empty_metrics_dir(directory: Path) -> None:
+    """The shard processes' metric files of a previous run of this pod would count twice: remove them (only the
+    ``*.db`` files prometheus_client writes, in case the directory is shared with something else)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for path in directory.glob("*.db"):
+        path.unlink()
+
+
+def _start_health_server(settings: Settings, state: LauncherState) -> HealthServer:
+    try:
+        server = HealthServer(state, settings.metrics_host, settings.metrics_port).start()
+    except OSError as exc:
+        raise DaemonSetupError(
+            f"METRICS_PORT={settings.metrics_port}: cannot serve metrics on {settings.metrics_host}: {exc}"
+        ) from exc
+    get_logger().info("metrics_server_started", host=settings.metrics_host, port=server.port)
+    return server
 
 
 def run(settings: Settings) -> int:
     """Start the daemon and supervise it; return the exit status for the process."""
+    _empty_metrics_dir(settings.prometheus_multiproc_dir)
+    state = LauncherState(settings.prometheus_multiproc_dir)
+    server = _start_health_server(settings, state)
+    try:
+        return _run(settings, state)
+    finally:
+        server.stop()
+
+
+def _run(settings: Settings, state: LauncherState) -> int:
     log = get_logger()
-    command, env = prepare_daemon(settings)
-    grace = _grace_seconds((settings.consumer_work_dir / "consumer.properties").read_text())
-    daemon = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+    command, env = prepare_daemon(settings, state=state)
+    properties_text = (settings.consumer_work_dir / "consumer.properties").read_text()
+    grace = _grace_seconds(properties_text)
+    state.stuck_after_seconds = float(_property_number(properties_text, "timeoutInSeconds") or 180)
+    # The daemon's stderr goes through the launcher: DaemonOutput relays it and notices the initialisation.
+    daemon = subprocess.Popen(
+        command, env=env, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
+    state.daemon_started(daemon)
+    assert daemon.stderr is not None
+    relay = DaemonOutput(daemon.stderr, sys.stderr.buffer, state).start()
     log.info("daemon_started", pid=daemon.pid, worker_id=settings.kcl_worker_id, stream=settings.input_stream_name)
 
     stop_requested_at: list[float] = []  # monotonic time of the first stop signal
@@ -97,6 +151,7 @@ def run(settings: Settings) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        relay.join(timeout=5)
 
     if stop_requested_at and status in (0, 128 + signal.SIGTERM, -signal.SIGTERM):
         log.info("daemon_stopped", status=status)

@@ -94,6 +94,19 @@ class Settings(BaseSettings):
     )
     log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$", description="Log level.")
 
+    # --- Metrics and health.
+    metrics_port: int = Field(
+        default=9404,
+        ge=0,
+        le=65535,
+        description="Port of /metrics, /healthz and /readyz (served by the launcher); 0 picks a free port and logs it.",
+    )
+    metrics_host: str = Field(default="0.0.0.0", min_length=1, description="Address the metrics server binds.")
+    prometheus_multiproc_dir: Path = Field(
+        default=Path("/tmp/consumer-metrics"),
+        description="Where shard processes write their metrics; the launcher empties it at start.",
+    )
+
     # --- The daemon.
     java_bin: str = Field(default="java", min_length=1, description="The java executable for the daemon.")
     kcl_java_opts: str = Field(default="-Xmx256m -XX:+UseSerialGC", description="JVM options for the daemon.")
