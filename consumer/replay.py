@@ -13,12 +13,11 @@ and full jitter, a bounded number of times.
 from __future__ import annotations
 
 import math
-import random
 import sys
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -28,172 +27,40 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from consumer.errors import SinkError
 from consumer.events import InvalidRide, decode_ride
+from consumer.sink import MAX_RECORDS_PER_PUT, Entry, KinesisSink, PutResult, chunked
 from consumer.streams import KinesisClient
 
 __all__ = [
-    "MAX_RECORD_BYTES",
-    "MAX_REQUEST_BYTES",
-    "MAX_REQUEST_RECORDS",
-    "FailedEntry",
-    "PutRecordsFailed",
-    "PutResult",
     "ReplaySummary",
-    "RetryPolicy",
     "RideRow",
-    "chunk_entries",
     "put_payloads",
-    "put_records_resending_failed",
     "read_rides",
     "replay",
     "ride_payload",
     "rmse",
 ]
 
-MAX_REQUEST_RECORDS = 500
-MAX_REQUEST_BYTES = 5 * 1024 * 1024  # data + partition keys of one PutRecords request
-MAX_RECORD_BYTES = 1024 * 1024  # data + partition key of one record
-
-#: One record to put: (data, partition key).
-Entry = tuple[bytes, str]
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """Resending failed entries: at most ``max_attempts`` PutRecords calls per chunk; the n-th wait is uniform in
-    ``[0, min(max_delay, base_delay * 2**(n-1))]`` (full jitter)."""
-
-    max_attempts: int = 8
-    base_delay: float = 0.05
-    max_delay: float = 2.0
-
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        """The wait after failed attempt ``attempt`` (1-based)."""
-        return rng.uniform(0.0, min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))
-
-
-@dataclass(frozen=True, slots=True)
-class PutResult:
-    """Where one entry was written."""
-
-    shard_id: str
-    sequence_number: str
-
-
-@dataclass(frozen=True, slots=True)
-class FailedEntry:
-    """An entry PutRecords still refused after the last attempt; ``index`` is its position in the caller's list."""
-
-    index: int
-    partition_key: str
-    error_code: str
-    error_message: str
-
-
-class PutRecordsFailed(SinkError):
-    """Some entries were not written after every attempt. ``failed`` lists them; the others were written."""
-
-    def __init__(self, *, stream_name: str, failed: list[FailedEntry], attempts: int) -> None:
-        codes = Counter(entry.error_code for entry in failed)
-        super().__init__(
-            f"{len(failed)} entries not written after {attempts} attempts ({dict(codes)})",
-            stream_name=stream_name,
-            unwritten=len(failed),
-            retryable=all(code == "ProvisionedThroughputExceededException" for code in codes),
-        )
-        self.failed = failed
-        self.attempts = attempts
-
 
 # ----------------------------------------------------------------------------------------------------- putting
-def _entry_size(entry: Entry) -> int:
-    return len(entry[0]) + len(entry[1].encode("utf-8"))
-
-
-def chunk_entries(
-    entries: Sequence[Entry], *, max_records: int = MAX_REQUEST_RECORDS, max_bytes: int = MAX_REQUEST_BYTES
-) -> Iterator[tuple[int, list[Entry]]]:
-    """Split ``entries`` into PutRecords requests: ``(offset of the first entry, entries)``.
-
-    Raises ValueError for an entry Kinesis would refuse on its own (over 1 MiB, or an empty partition key).
-    """
-    start, size = 0, 0
-    chunk: list[Entry] = []
-    for index, entry in enumerate(entries):
-        entry_size = _entry_size(entry)
-        if entry_size > MAX_RECORD_BYTES:
-            raise ValueError(f"entry {index} is {entry_size} bytes; Kinesis takes {MAX_RECORD_BYTES} at most")
-        if not 1 <= len(entry[1]) <= 256:
-            raise ValueError(f"entry {index}: a partition key has 1 to 256 characters, got {len(entry[1])}")
-        if chunk and (len(chunk) == max_records or size + entry_size > max_bytes):
-            yield start, chunk
-            start, chunk, size = index, [], 0
-        chunk.append(entry)
-        size += entry_size
-    if chunk:
-        yield start, chunk
-
-
-def put_records_resending_failed(
-    client: KinesisClient,
-    stream_name: str,
-    entries: Sequence[Entry],
-    *,
-    policy: RetryPolicy = RetryPolicy(),
-    sleep: Callable[[float], None] = time.sleep,
-    rng: random.Random | None = None,
-) -> tuple[list[PutResult], int]:
-    """One PutRecords request (at most 500 entries, 5 MiB), then resend only the failed entries, matched by index.
-
-    Returns the result of each entry in the order given and how many entries were resent. Raises
-    :class:`PutRecordsFailed` when entries still fail after ``policy.max_attempts`` calls. An exception of the
-    call itself (after botocore's own retries) propagates: nothing is known to be written then.
-    """
-    rng = rng or random.Random()  # jitter, not cryptography
-    results: list[PutResult | None] = [None] * len(entries)
-    pending = list(range(len(entries)))
-    failures: dict[int, tuple[str, str]] = {}
-    resent = 0
-    for attempt in range(1, policy.max_attempts + 1):
-        if attempt > 1:
-            sleep(policy.delay(attempt - 1, rng))
-            resent += len(pending)
-        response = client.put_records(
-            StreamName=stream_name,
-            Records=[{"Data": entries[i][0], "PartitionKey": entries[i][1]} for i in pending],
-        )
-        still_failing: list[int] = []
-        for index, record in zip(pending, response["Records"], strict=True):
-            if "ErrorCode" in record:
-                still_failing.append(index)
-                failures[index] = (record["ErrorCode"], record.get("ErrorMessage", ""))
-            else:
-                results[index] = PutResult(record["ShardId"], record["SequenceNumber"])
-        pending = still_failing
-        if not pending:
-            return [result for result in results if result is not None], resent
-    failed = [FailedEntry(i, entries[i][1], *failures[i]) for i in pending]
-    raise PutRecordsFailed(stream_name=stream_name, failed=failed, attempts=policy.max_attempts)
-
-
 def put_payloads(
     client: KinesisClient,
     stream_name: str,
-    payloads: Sequence[Entry],
+    payloads: Sequence[tuple[bytes, str]],
     *,
-    policy: RetryPolicy = RetryPolicy(),
+    max_attempts: int = 8,
 ) -> list[PutResult]:
-    """Write arbitrary ``(data, partition_key)`` pairs, in order, in as few requests as the limits allow.
+    """Write arbitrary ``(data, partition_key)`` pairs, in as few PutRecords calls as the limits allow, resending
+    only failed entries (the consumer's own :class:`~consumer.sink.KinesisSink`).
 
     For tests that inject records the replayer would never build (not UTF-8, not JSON, huge). Returns where each
-    one was written, in the order given; raises :class:`PutRecordsFailed` like :func:`put_records_resending_failed`.
+    one was written, in the order given; raises :class:`~consumer.errors.SinkError` when entries are still refused
+    after ``max_attempts`` calls.
     """
-    results: list[PutResult] = []
-    for _, chunk in chunk_entries(payloads):
-        written, _ = put_records_resending_failed(client, stream_name, chunk, policy=policy)
-        results.extend(written)
-    return results
+    sink = KinesisSink(
+        client, stream_name, max_attempts=max_attempts, backoff_first_seconds=0.05, backoff_max_seconds=2
+    )
+    return sink.put([Entry(data, key) for data, key in payloads])
 
 
 # ------------------------------------------------------------------------------------------------------ reading
@@ -354,7 +221,7 @@ def replay(
     duration_range: tuple[float, float] | None = None,
     progress: bool = True,
     progress_stream: TextIO | None = None,
-    policy: RetryPolicy = RetryPolicy(),
+    max_attempts: int = 8,
 ) -> ReplaySummary:
     """Send the rides of ``parquet`` to ``stream_name``; return what was sent and the true durations.
 
@@ -366,16 +233,16 @@ def replay(
     :param duration_range: only rides whose true duration in minutes is within ``[low, high]``, e.g. ``(1, 60)``
         as the model was trained on, for a meaningful RMSE.
     :param progress: a line a second on ``progress_stream`` (default: stderr).
-    :raises PutRecordsFailed: some records were still refused after ``policy.max_attempts``; the summary of what
+    :raises SinkError: some records were still refused after ``max_attempts`` calls; the summary of what
         was written before is lost with it, the records written stay in the stream.
     """
     if rate_per_second is not None and rate_per_second <= 0:
         raise ValueError(f"rate_per_second must be positive, got {rate_per_second}")
     summary = ReplaySummary()
     shown = _Progress((progress_stream or sys.stderr) if progress else None, limit)
-    per_request = MAX_REQUEST_RECORDS
+    per_request = MAX_RECORDS_PER_PUT
     if rate_per_second is not None:
-        per_request = max(1, min(MAX_REQUEST_RECORDS, math.ceil(rate_per_second / 10)))
+        per_request = max(1, min(MAX_RECORDS_PER_PUT, math.ceil(rate_per_second / 10)))
     rides = _selected(
         read_rides(parquet, start_ride_id=start_ride_id, skip_rows=skip_rows),
         summary,
@@ -383,6 +250,15 @@ def replay(
         duration_range=duration_range,
     )
     per_shard: Counter[str] = Counter()
+    resent: list[int] = []
+    sink = KinesisSink(
+        client,
+        stream_name,
+        max_attempts=max_attempts,
+        backoff_first_seconds=0.05,
+        backoff_max_seconds=2,
+        on_retry=resent.append,
+    )
     began = time.monotonic()
     batch: list[tuple[RideRow, bytes]] = []
 
@@ -390,12 +266,9 @@ def replay(
         if rate_per_second is not None:  # wait until the records sent so far are due
             due = began + summary.records_sent / rate_per_second
             time.sleep(max(0.0, due - time.monotonic()))
-        entries = [(payload, str(ride.ride_id)) for ride, payload in batch]
-        for _, chunk in chunk_entries(entries):
-            written, resent = put_records_resending_failed(client, stream_name, chunk, policy=policy)
-            summary.put_requests += 1
-            summary.resent_entries += resent
-            per_shard.update(result.shard_id for result in written)
+        entries = [Entry(payload, str(ride.ride_id)) for ride, payload in batch]
+        summary.put_requests += len(list(chunked(entries)))
+        per_shard.update(result.shard_id for result in sink.put(entries))
         for ride, _ in batch:
             if ride.duration_minutes is not None:
                 summary.ground_truth[ride.ride_id] = ride.duration_minutes
@@ -412,6 +285,7 @@ def replay(
             break  # before the generator reads (and counts) rides that will not be sent
     if batch:
         send()
+    summary.resent_entries = sum(resent)
     summary.seconds = time.monotonic() - began
     summary.per_shard = dict(sorted(per_shard.items()))
     shown.update(summary.records_sent, final=True)

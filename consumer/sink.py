@@ -31,6 +31,7 @@ __all__ = [
     "Entry",
     "KinesisSink",
     "MemorySink",
+    "PutResult",
     "Sink",
     "chunked",
 ]
@@ -67,26 +68,38 @@ class Entry:
         return len(self.data) + len(self.partition_key.encode("utf-8"))
 
 
+@dataclass(frozen=True, slots=True)
+class PutResult:
+    """Where one entry was written."""
+
+    shard_id: str
+    sequence_number: str
+
+
 class Sink(Protocol):
     """Where events go.
 
-    Contract: ``put`` returns only when every entry is durably accepted by the stream, and raises
-    :class:`SinkError` otherwise. Entries may be written more than once (at-least-once) but never dropped.
+    Contract: ``put`` returns only when every entry is durably accepted by the stream (with where each one landed,
+    in the order given), and raises :class:`SinkError` otherwise. Entries may be written more than once
+    (at-least-once) but never dropped.
     """
 
     stream_name: str
 
-    def put(self, entries: Sequence[Entry]) -> None: ...
+    def put(self, entries: Sequence[Entry]) -> list[PutResult]: ...
 
 
 def chunked(entries: Sequence[Entry]) -> Iterator[list[Entry]]:
-    """Split entries into PutRecords calls of at most 500 records and 5 MiB; refuse a record over 1 MiB."""
+    """Split entries into PutRecords calls of at most 500 records and 5 MiB; refuse a record Kinesis would refuse
+    on its own (over 1 MiB, or a partition key outside 1 to 256 characters)."""
     chunk: list[Entry] = []
     chunk_bytes = 0
     for entry in entries:
         size = entry.size
         if size > MAX_BYTES_PER_RECORD:
             raise ValueError(f"a record of {size} bytes is over the 1 MiB Kinesis limit")
+        if not 1 <= len(entry.partition_key) <= 256:
+            raise ValueError(f"a partition key has 1 to 256 characters, got {len(entry.partition_key)}")
         if chunk and (len(chunk) == MAX_RECORDS_PER_PUT or chunk_bytes + size > MAX_BYTES_PER_PUT):
             yield chunk
             chunk, chunk_bytes = [], 0
@@ -131,12 +144,15 @@ class KinesisSink:
         self._on_retry = on_retry
         self._log = get_logger(stream_name=stream_name)
 
-    def put(self, entries: Sequence[Entry]) -> None:
+    def put(self, entries: Sequence[Entry]) -> list[PutResult]:
+        written: list[PutResult] = []
         for chunk in chunked(entries):
-            self._put_chunk(chunk)
+            written.extend(self._put_chunk(chunk))
+        return written
 
-    def _put_chunk(self, chunk: list[Entry]) -> None:
-        pending = list(chunk)
+    def _put_chunk(self, chunk: list[Entry]) -> list[PutResult]:
+        results: list[PutResult | None] = [None] * len(chunk)
+        pending = list(range(len(chunk)))  # positions in chunk still to write
         retrying = Retrying(
             stop=stop_after_attempt(self._max_attempts),
             wait=self._wait,
@@ -148,7 +164,7 @@ class KinesisSink:
         try:
             for attempt in retrying:
                 with attempt:
-                    pending, cause = self._attempt(pending)
+                    pending, cause = self._attempt(chunk, pending, results)
                     if pending:
                         raise _SomeNotWritten(cause, len(pending))
         except _SomeNotWritten as exc:
@@ -159,14 +175,17 @@ class KinesisSink:
                 unwritten=exc.pending,
                 retryable=True,
             ) from None
+        return [result for result in results if result is not None]
 
-    def _attempt(self, pending: list[Entry]) -> tuple[list[Entry], str]:
-        """One PutRecords call; return the entries still unwritten (in order) and why. Raise SinkError when
-        waiting cannot help."""
+    def _attempt(
+        self, chunk: list[Entry], pending: list[int], results: list[PutResult | None]
+    ) -> tuple[list[int], str]:
+        """One PutRecords call for the ``pending`` positions of ``chunk``; fill ``results`` for those written and
+        return the positions still unwritten and why. Raise SinkError when waiting cannot help."""
         try:
             response = self._client.put_records(
                 StreamName=self.stream_name,
-                Records=[{"Data": entry.data, "PartitionKey": entry.partition_key} for entry in pending],
+                Records=[{"Data": chunk[i].data, "PartitionKey": chunk[i].partition_key} for i in pending],
             )
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "Unknown")
@@ -188,15 +207,14 @@ class KinesisSink:
                 unwritten=len(pending),
                 retryable=False,
             ) from exc
-        if not response.get("FailedRecordCount"):
-            return [], ""
-        failed = [
-            (entry, result["ErrorCode"])
-            for entry, result in zip(pending, response["Records"], strict=True)
-            if result.get("ErrorCode")
-        ]
+        failed: list[tuple[int, str]] = []
+        for index, result in zip(pending, response["Records"], strict=True):
+            if result.get("ErrorCode"):
+                failed.append((index, result["ErrorCode"]))
+            else:
+                results[index] = PutResult(result["ShardId"], result["SequenceNumber"])
         codes = ", ".join(sorted({code for _, code in failed}))
-        return [entry for entry, _ in failed], f"{len(failed)} entries failed: {codes}"
+        return [index for index, _ in failed], f"{len(failed)} entries failed: {codes}" if failed else ""
 
     def _log_retry(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
@@ -221,8 +239,12 @@ class MemorySink:
     written: list[Entry] = field(default_factory=list)
     fail_with: SinkError | None = None
 
-    def put(self, entries: Sequence[Entry]) -> None:
+    def put(self, entries: Sequence[Entry]) -> list[PutResult]:
         if self.fail_with is not None:
             raise self.fail_with
+        results = []
         for chunk in chunked(entries):
-            self.written.extend(chunk)
+            for entry in chunk:
+                self.written.append(entry)
+                results.append(PutResult("memory", str(len(self.written))))
+        return results

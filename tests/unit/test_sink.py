@@ -31,9 +31,11 @@ def test_chunks_respect_the_record_count_and_byte_limits():
     assert sum(len(chunk) for chunk in chunked(big)) == 12
 
 
-def test_a_record_over_one_mebibyte_is_refused_not_dropped():
+def test_a_record_kinesis_would_refuse_is_refused_before_the_call():
     with pytest.raises(ValueError, match="1 MiB"):
         list(chunked([Entry(b"x" * (1024 * 1024), "k")]))
+    with pytest.raises(ValueError, match="partition key"):
+        list(chunked([Entry(b"x", "")]))
 
 
 def test_only_the_failed_entries_are_sent_again():
@@ -54,10 +56,15 @@ def test_only_the_failed_entries_are_sent_again():
             },
             expected(batch),
         )
-        stub.add_response("put_records", ok(2), expected([batch[1], batch[3]]))
-        KinesisSink(kinesis, "out", sleep=sleeps.append).put(batch)
+        stub.add_response(
+            "put_records",
+            {"Records": [{"SequenceNumber": "2", "ShardId": "s"}, {"SequenceNumber": "4", "ShardId": "s"}]},
+            expected([batch[1], batch[3]]),
+        )
+        written = KinesisSink(kinesis, "out", sleep=sleeps.append).put(batch)
         stub.assert_no_pending_responses()
     assert len(sleeps) == 1
+    assert [result.sequence_number for result in written] == ["1", "2", "3", "4"]  # in the order given
 
 
 def test_a_throttled_call_is_retried_with_capped_backoff():
@@ -116,3 +123,39 @@ def test_the_memory_sink_records_and_fails_like_the_real_one():
     sink.fail_with = SinkError("down", stream_name="out", unwritten=1, retryable=True)
     with pytest.raises(SinkError):
         sink.put(entries(1))
+
+
+def test_results_come_back_in_the_order_given_after_several_rounds_of_partial_failure():
+    kinesis = client()
+    batch = entries(5)
+    throttled = {"ErrorCode": "ProvisionedThroughputExceededException", "ErrorMessage": "Rate exceeded"}
+    internal = {"ErrorCode": "InternalFailure", "ErrorMessage": "Internal service failure."}
+
+    def done(shard: str, sequence: str) -> dict:
+        return {"ShardId": shard, "SequenceNumber": sequence}
+
+    retried: list[int] = []
+    with Stubber(kinesis) as stub:
+        stub.add_response(
+            "put_records",
+            {
+                "FailedRecordCount": 2,
+                "Records": [done("s0", "1"), throttled, done("s1", "2"), internal, done("s0", "3")],
+            },
+            expected(batch),
+        )
+        stub.add_response(
+            "put_records",
+            {"FailedRecordCount": 1, "Records": [done("s1", "4"), throttled]},
+            expected([batch[1], batch[3]]),
+        )
+        stub.add_response("put_records", {"Records": [done("s1", "5")]}, expected([batch[3]]))
+        written = KinesisSink(kinesis, "out", sleep=lambda _: None, on_retry=retried.append).put(batch)
+    assert [(r.shard_id, r.sequence_number) for r in written] == [
+        ("s0", "1"),
+        ("s1", "4"),
+        ("s1", "2"),
+        ("s1", "5"),
+        ("s0", "3"),
+    ]
+    assert retried == [2, 1]  # how many entries each retry sent again
