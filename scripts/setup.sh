@@ -3,6 +3,8 @@
 #   .venv/          Python 3.11 with the packages pinned (and hash-checked) in Pipfile.lock
 #   amazon-kclpy    the official 2.1.5 with the 76 KCL 2.5.8 jars (scripts/install_kclpy.sh, never Maven)
 #   node_modules/   the emulators pinned in package-lock.json: kinesis-local and dynalite
+#   prometheus      Debian's package (server + promtool) for the alert-rule and scrape tests, installed only when
+#                   running as root (CI is); elsewhere those tests skip, saying how to install it
 #
 # Idempotent: each part writes a stamp keyed on the hashes of its inputs and is skipped while they
 # have not changed. Environment: PYTHON=/path/to/python3.11 to choose the interpreter.
@@ -129,6 +131,15 @@ else
     [ -f node_modules/kinesis-local/main.js ] || die "npm ci did not install node_modules/kinesis-local"
     [ -f node_modules/dynalite/cli.js ] || die "npm ci did not install node_modules/dynalite"
     echo "$node_key" >"$NODE_STAMP"
+fi
+
+# ------------------------------------------------------------------------------------ prometheus
+if command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; then
+    log "prometheus and promtool present"
+elif [ "$(id -u)" = 0 ]; then
+    bash scripts/install_prometheus.sh
+else
+    log "no prometheus/promtool: their tests will skip (fail with CI=true); install with 'sudo bash scripts/install_prometheus.sh'"
 fi
 
 log "done in $(($(date +%s) - START)) s"
