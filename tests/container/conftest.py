@@ -1,0 +1,130 @@
+"""Fixtures for the container tier: the project's podman (scripts/container_setup.sh), the image built from the real
+Dockerfile, and a model registered in a local MLflow store that the container reads through a read-only mount.
+
+The tier needs root and podman, so it runs on its own: ``make container-test`` (scripts/container_test.sh) sets
+``CONTAINER_TEST=1`` after preparing podman. In a plain ``pytest`` / ``make test`` run its tests are skipped with
+that reason; with ``CONTAINER_TEST=1`` a missing podman setup fails instead.
+
+Figures (build time, image size, memory per process, durations) are collected in :data:`FIGURES` and printed at
+the end of the session; nothing asserts on them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PODMAN_ENV_FILE = REPO / ".cache" / "container" / "env"
+IMAGE = "localhost/ride-duration-consumer:test"
+#: Where a TLS-intercepting proxy's CA bundle sits on this kind of machine; passed to `podman build` as a secret.
+CA_BUNDLE_CANDIDATES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt")
+
+FIGURES: dict[str, str] = {}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if os.environ.get("CONTAINER_TEST") == "1":
+        return
+    skip = pytest.mark.skip(reason="the container tier needs root and podman: run `make container-test`")
+    for item in items:
+        if "tests/container/" in str(item.path):
+            item.add_marker(skip)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if FIGURES:
+        terminalreporter.section("container figures (measured, not asserted)")
+        for name, value in FIGURES.items():
+            terminalreporter.write_line(f"{name:<44} {value}")
+
+
+@dataclass(frozen=True)
+class Podman:
+    """The podman command with the project's private configuration (containers.conf, storage.conf, TMPDIR)."""
+
+    env: dict[str, str]
+
+    def __call__(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            ["podman", *args], env=self.env, capture_output=True, text=True, timeout=timeout, check=False
+        )
+        if check and result.returncode != 0:
+            command = " ".join(args[:3])
+            raise AssertionError(f"podman {command} ... exited {result.returncode}:\n{result.stderr[-3000:]}")
+        return result
+
+
+def _podman_env(env_file: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    for line in env_file.read_text().splitlines():
+        if line.startswith("export "):
+            key, _, value = line.removeprefix("export ").partition("=")
+            env[key] = value.strip('"')
+    return env
+
+
+@pytest.fixture(scope="session")
+def podman() -> Podman:
+    if shutil.which("podman") is None or not PODMAN_ENV_FILE.exists():
+        pytest.fail("podman is not set up: run `bash scripts/container_setup.sh` (as root)", pytrace=False)
+    return Podman(_podman_env(PODMAN_ENV_FILE))
+
+
+def build_args(tag: str, ca_bundles: Sequence[str] = CA_BUNDLE_CANDIDATES) -> list[str]:
+    """`podman build` of the repository's Dockerfile, offline for the base image (the stand-in), with the
+    machine's CA bundle as a build secret when there is one (pip reaches PyPI through it; never in a layer)."""
+    args = ["build", "--pull=never", "--network=host", "--format=docker", "--tag", tag, "--file", "Dockerfile"]
+    bundle = os.environ.get("PIP_CERT") or next((path for path in ca_bundles if Path(path).is_file()), None)
+    if bundle:
+        args += ["--secret", f"id=pip_cert,src={bundle}"]
+    return [*args, str(REPO)]
+
+
+@pytest.fixture(scope="session")
+def image(podman: Podman, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The image built from the repository's Dockerfile (layers cached between runs on one machine)."""
+    log = tmp_path_factory.mktemp("build") / "podman-build.log"
+    started = time.monotonic()
+    result = podman(*build_args(IMAGE), check=False, timeout=1200)
+    log.write_text(result.stdout + result.stderr)
+    if result.returncode != 0:
+        pytest.fail(f"podman build failed ({result.returncode}); log {log}:\n{result.stderr[-4000:]}", pytrace=False)
+    FIGURES["image build (podman, this run's cache)"] = f"{time.monotonic() - started:.0f} s"
+    size = int(podman("image", "inspect", "--format", "{{.Size}}", IMAGE).stdout.strip())
+    FIGURES["image size (on the stand-in base)"] = f"{size / 1e6:.0f} MB"
+    return IMAGE
+
+
+@dataclass(frozen=True)
+class ModelStore:
+    """A model registered in a local MLflow store (sqlite + artifact folder) under ``root``."""
+
+    root: Path
+    tracking_uri: str
+    uri: str
+    version: str
+
+
+@pytest.fixture(scope="session")
+def model_store(tmp_path_factory: pytest.TempPathFactory) -> ModelStore:
+    """The seed's pipeline on 20,000 real trips (20 trees, to keep the tier fast), registered @production."""
+    from consumer.demo import DEFAULT_TRIPS
+    from consumer.training import local_store, train
+
+    root = tmp_path_factory.mktemp("mlflow")
+    tracking_uri, artifacts = local_store(root)
+    result = train(
+        DEFAULT_TRIPS, tracking_uri=tracking_uri, artifact_location=artifacts, sample=20_000, n_estimators=20
+    )
+    # The container (uid 10001) mounts the store read-only at the same path; let that user read it.
+    for path in [root, *root.rglob("*")]:
+        path.chmod(path.stat().st_mode | (0o005 if path.is_dir() else 0o004))
+    return ModelStore(root, tracking_uri, "models:/ride-duration@production", result.version)

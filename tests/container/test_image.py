@@ -1,0 +1,261 @@
+"""The shipped image, built from the real Dockerfile and run the way production runs it: read-only root filesystem,
+uid 10001, writable mounts only at /tmp, the model cache and the Prometheus folder, against the local emulators
+(``--network=host``). Rides in, predictions out, /metrics answering; then ``podman stop`` drains cleanly."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections import defaultdict
+from pathlib import Path
+
+import boto3
+import psutil
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from consumer.demo import DEFAULT_TRIPS, LOCAL_KCL_PROPERTIES, POISON_RECORDS, wait_for
+from consumer.localstack import free_port
+from consumer.replay import put_payloads, replay
+from consumer.tail import read_all
+from tests.container.conftest import FIGURES
+
+UID = 10001
+#: The writable paths of the image (see the Dockerfile); everything else is read-only.
+WRITABLE = ("/tmp", "/var/lib/consumer/model", "/var/lib/consumer/prometheus")
+STOP_TIMEOUT = 60  # > shutdownGraceMillis (20 s) + one batch; podman kills after it (the exit status shows it)
+
+
+def run_args(name: str, image: str, env: dict[str, str], read_only_mounts: list[str]) -> list[str]:
+    # No --user: the image's own USER is under test.
+    args = ["run", "--detach", "--name", name, "--network=host", "--read-only"]
+    args += ["--stop-timeout", str(STOP_TIMEOUT)]
+    for path in WRITABLE:
+        args += ["--tmpfs", path]
+    for path in read_only_mounts:
+        args += ["--volume", f"{path}:{path}:ro"]
+    for key, value in env.items():
+        args += ["--env", f"{key}={value}"]
+    return [*args, image]
+
+
+def http_get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError:
+        return 0, ""
+
+
+def container_processes(podman, name: str) -> list[psutil.Process]:
+    pid = int(podman("inspect", "--format", "{{.State.Pid}}", name).stdout.strip())
+    root = psutil.Process(pid)
+    return [root, *root.children(recursive=True)]
+
+
+def lease_checkpoints(endpoint: str, table: str) -> dict[str, str]:
+    dynamodb = boto3.client(
+        "dynamodb", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
+    )
+    return {item["leaseKey"]["S"]: item["checkpoint"]["S"] for item in dynamodb.scan(TableName=table)["Items"]}
+
+
+def metric_values(text: str) -> dict[str, float]:
+    """Each sample name of a /metrics page with its values summed over the labels."""
+    values: dict[str, float] = defaultdict(float)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            values[sample.name] += sample.value
+    return values
+
+
+def log_events(logs: str) -> list[dict]:
+    events = []
+    for line in logs.splitlines():
+        if line.startswith("{"):
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                continue
+    return events
+
+
+def test_image_without_settings_stops_naming_the_missing_variable(podman, image):
+    result = podman("run", "--rm", "--read-only", image, check=False, timeout=60)
+    assert result.returncode != 0
+    assert "INPUT_STREAM_NAME" in result.stderr + result.stdout
+
+
+def test_container_scores_rides_read_only_as_uid_10001_and_drains_on_podman_stop(
+    podman, image, model_store, local_stack, tmp_path
+):
+    suffix = uuid.uuid4().hex[:8]
+    streams = {"input": f"rides-{suffix}", "predictions": f"predictions-{suffix}", "dead": f"dead-{suffix}"}
+    local_stack.create_stream(streams["input"], 2)
+    local_stack.create_stream(streams["predictions"], 1)
+    local_stack.create_stream(streams["dead"], 1)
+    kinesis = local_stack.kinesis_client()
+    application = f"container-{suffix}"
+    name = f"consumer-{suffix}"
+    metrics_port = free_port()
+
+    first = replay(
+        DEFAULT_TRIPS, client=kinesis, stream_name=streams["input"], limit=1000, skip_invalid=True, progress=False
+    )
+    put_payloads(kinesis, streams["input"], POISON_RECORDS)
+    expected = first.records_sent + len(POISON_RECORDS)
+
+    env = {
+        **local_stack.env(),
+        "INPUT_STREAM_NAME": streams["input"],
+        "PREDICTIONS_STREAM_NAME": streams["predictions"],
+        "DEAD_LETTER_STREAM_NAME": streams["dead"],
+        "KCL_APPLICATION_NAME": application,
+        "KCL_INITIAL_POSITION": "TRIM_HORIZON",
+        "KCL_WORKER_ID": name,
+        "KCL_IDLE_TIME_BETWEEN_READS_MS": "250",
+        "KCL_EXTRA_PROPERTIES": LOCAL_KCL_PROPERTIES,
+        "MODEL_URI": model_store.uri,
+        "MLFLOW_TRACKING_URI": model_store.tracking_uri,
+        "METRICS_PORT": str(metrics_port),
+    }
+    started = time.monotonic()
+    podman(*run_args(name, image, env, [str(model_store.root)]))
+    try:
+        outputs = wait_for(
+            lambda: (
+                len(read_all(kinesis, streams["predictions"], timeout=1))
+                + len(read_all(kinesis, streams["dead"], timeout=1))
+                >= expected
+                or podman("inspect", "--format", "{{.State.Running}}", name).stdout.strip() != "true"
+            ),
+            timeout=240,
+            interval=2,
+        )
+        logs = podman("logs", name, check=False).stderr
+        assert outputs, f"not every record came out in time; container log:\n{logs[-6000:]}"
+        predictions = read_all(kinesis, streams["predictions"], timeout=5)
+        dead_letters = read_all(kinesis, streams["dead"], timeout=5)
+        assert len(predictions) == first.records_sent, f"container log:\n{logs[-6000:]}"
+        assert sorted(item.event["prediction"]["ride_id"] for item in predictions) == sorted(first.ground_truth)
+        assert {item.event["version"] for item in predictions} == {model_store.version}
+        assert len(dead_letters) == len(POISON_RECORDS)
+        FIGURES["start -> every record of the first wave out"] = f"{time.monotonic() - started:.0f} s"
+
+        processes = container_processes(podman, name)
+        assert {process.uids().real for process in processes} == {UID}
+        FIGURES.update(memory_figures(processes, memory_cgroup(processes[0].pid)))
+
+        status, health = http_get(f"http://127.0.0.1:{metrics_port}/healthz")
+        assert status == 200, health
+        status, ready = http_get(f"http://127.0.0.1:{metrics_port}/readyz")
+        assert status == 200, ready
+        status, text = http_get(f"http://127.0.0.1:{metrics_port}/metrics")
+        assert status == 200
+        metrics = metric_values(text)
+        assert metrics["ride_consumer_predictions_written_total"] == first.records_sent
+        assert metrics["ride_consumer_records_received_total"] == expected
+        assert metrics["ride_consumer_daemon_up"] == 1
+
+        # A second wave, and the stop while it is being consumed: the drain must checkpoint what was written.
+        replay(
+            DEFAULT_TRIPS,
+            client=kinesis,
+            stream_name=streams["input"],
+            limit=1000,
+            skip_rows=5000,
+            start_ride_id=100_001,
+            skip_invalid=True,
+            progress=False,
+        )
+        wait_for(lambda: len(read_all(kinesis, streams["predictions"], timeout=1)) > first.records_sent, timeout=60)
+    finally:
+        stopping = time.monotonic()
+        podman("stop", "--time", str(STOP_TIMEOUT), name, check=False, timeout=STOP_TIMEOUT + 30)
+        FIGURES["podman stop (drain)"] = f"{time.monotonic() - stopping:.1f} s"
+        state = json.loads(podman("inspect", name).stdout)[0]["State"]
+        logs = podman("logs", name, check=False).stderr
+        podman("rm", "--force", name, check=False)
+        log_path = tmp_path / "container.log"
+        log_path.write_text(logs)
+        FIGURES["container log"] = str(log_path)
+
+    assert state["ExitCode"] == 0, f"exit status {state['ExitCode']} after podman stop; log:\n{logs[-6000:]}"
+    events = log_events(logs)
+    assert any(event.get("event") == "daemon_stopped" for event in events), logs[-6000:]
+
+    # Checkpoint at the last written record: per shard, the lease's checkpoint is the highest input sequence
+    # number whose prediction or dead letter is on an output stream.
+    written: dict[str, int] = defaultdict(int)
+    for item in [*read_all(kinesis, streams["predictions"], timeout=5), *read_all(kinesis, streams["dead"], timeout=5)]:
+        shard, sequence, _ = item.event["event_id"].split(":")
+        written[shard] = max(written[shard], int(sequence))
+    checkpoints = lease_checkpoints(local_stack.dynamodb_endpoint, application)
+    assert {shard: int(sequence) for shard, sequence in checkpoints.items()} == dict(written)
+    shutdowns = [event for event in events if event.get("event") == "shutdown_requested"]
+    assert len(shutdowns) == len(checkpoints), "every shard the container held was told to shut down"
+
+
+def role(process: psutil.Process) -> str:
+    """A short name for a process of the container: tini, daemon (java), launcher, record_processor, ..."""
+    command = process.cmdline()
+    if not command:
+        return process.name()
+    program = Path(command[0]).name
+    if program == "java":
+        return "daemon (java)"
+    if program.startswith("python"):
+        if command[1:3] == ["-m", "consumer"]:
+            return "launcher" if command[3:4] == ["run"] else f"consumer {' '.join(command[3:4])}"
+        if len(command) > 2 and command[1] == "-m":
+            return command[2]
+        return Path(command[1]).stem if len(command) > 1 else program
+    return program
+
+
+def memory_figures(processes: list[psutil.Process], cgroup: Path | None) -> dict[str, str]:
+    """RSS and PSS (shared pages split between the processes that map them) per process role, and the container's
+    memory cgroup: the working set (what the kubelet compares with the limit) and the peak."""
+    by_role: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for process in processes:
+        memory = process.memory_full_info()
+        by_role[role(process)].append((memory.rss / 2**20, memory.pss / 2**20))
+    figures = {
+        f"memory {name} (x{len(values)})": "RSS "
+        + " / ".join(f"{rss:.0f}" for rss, _ in values)
+        + " MiB, PSS "
+        + " / ".join(f"{pss:.0f}" for _, pss in values)
+        + " MiB"
+        for name, values in sorted(by_role.items())
+    }
+    figures["memory container, PSS sum"] = f"{sum(pss for values in by_role.values() for _, pss in values):.0f} MiB"
+    if cgroup is not None:
+        stat = dict(line.split() for line in (cgroup / "memory.stat").read_text().splitlines())
+        usage = int((cgroup / "memory.usage_in_bytes").read_text())
+        working_set = usage - int(stat.get("total_inactive_file", 0))
+        peak = int((cgroup / "memory.max_usage_in_bytes").read_text())
+        figures["memory container cgroup, working set / peak"] = f"{working_set / 2**20:.0f} / {peak / 2**20:.0f} MiB"
+    return figures
+
+
+def memory_cgroup(pid: int) -> Path | None:
+    """The cgroup v1 memory folder of a process, where this machine exposes it (None elsewhere)."""
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        folder = Path("/sys/fs/cgroup/memory") / path.lstrip("/")
+        if "memory" in controllers.split(",") and (folder / "memory.max_usage_in_bytes").exists():
+            return folder
+    return None
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_containers(podman):
+    yield
+    leftovers = podman("ps", "--all", "--quiet", "--filter", "name=consumer-", check=False).stdout.split()
+    if leftovers:
+        podman("rm", "--force", *leftovers, check=False)
