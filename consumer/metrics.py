@@ -33,6 +33,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 
+from consumer.events import Reason
+
 __all__ = [
     "PREFIX",
     "LauncherCollector",
@@ -45,6 +47,11 @@ __all__ = [
 ]
 
 PREFIX = "ride_consumer"
+
+#: Label values known in advance; their series exist at 0 from the first lease.
+DEAD_LETTER_REASONS = tuple(value for name, value in vars(Reason).items() if name.isupper())
+CHECKPOINT_ERRORS = ("ShutdownException", "InvalidStateException")
+SINKS = ("predictions", "dead_letters")
 
 #: Records per processRecords call: up to KCL_MAX_RECORDS (at most 10,000).
 BATCH_SIZE_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
@@ -206,10 +213,18 @@ class ShardMeter:
     clock: Callable[[], float] = time.time
 
     def lease_gained(self) -> None:
-        """The shard is ours. Its counters appear at 0 now, so rate() sees the first batch."""
+        """The shard is ours. Its counters appear at 0 now, failures and every dead-letter reason included, so
+        rate() sees the first event and dashboards and alerts find every series before anything goes wrong."""
         m, shard = self.metrics, self.shard_id
-        for counter in (m.records_received, m.predictions_written, m.batches, m.checkpoints):
+        for counter in (m.records_received, m.predictions_written, m.batches, m.batch_failures, m.checkpoints):
             counter.labels(shard)
+        for reason in DEAD_LETTER_REASONS:
+            m.dead_letters.labels(shard, reason)
+        for error in CHECKPOINT_ERRORS:
+            m.checkpoint_failures.labels(shard, error)
+        for sink in SINKS:
+            m.put_failures.labels(sink)
+            m.put_entries_retried.labels(sink)
         m.leases_held.labels(shard).set(1)
 
     def lease_dropped(self) -> None:
