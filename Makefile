@@ -4,7 +4,7 @@ PY := .venv/bin/python
 PIPENV_VERSION := 2026.10.3
 export PIPENV_VENV_IN_PROJECT := 1
 
-.PHONY: setup test container-test demo lint lock clean
+.PHONY: setup test container-test demo lint dashboard lock clean
 
 ## setup: .venv with the locked packages, amazon-kclpy with the pinned KCL jars, the emulators
 setup:
@@ -26,6 +26,10 @@ demo: setup
 ## lint: ruff
 lint: setup
 	$(PY) -m ruff check .
+
+## dashboard: rebuild dashboards/ride-consumer.json from dashboards/build.py (grafana-foundation-sdk)
+dashboard: setup
+	$(PY) dashboards/build.py
 
 ## lock: re-resolve Pipfile into Pipfile.lock (pipenv in .cache/pipenv; no Maven access needed:
 ## amazon-kclpy's metadata comes from its setup.py without downloading jars)
