@@ -7,6 +7,7 @@ whose message names the environment variable.
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from datetime import datetime
 from enum import StrEnum
@@ -107,6 +108,18 @@ class Settings(BaseSettings):
         description="Where shard processes write their metrics; the launcher empties it at start.",
     )
 
+    # --- Performance (see the README's "Performance").
+    shard_fork_server: bool = Field(
+        default=True,
+        description="Fork every shard's worker from one process that has imported the code and loaded the model "
+        "(their memory is shared); false: one fresh Python process per shard.",
+    )
+    bench_discard_output: bool = Field(
+        default=False,
+        description="Benchmarks only: drop every event instead of writing it (a null sink) and still checkpoint. "
+        "Refused unless AWS_ENDPOINT_URL_KINESIS is a loopback address (a local emulator).",
+    )
+
     # --- The daemon.
     java_bin: str = Field(default="java", min_length=1, description="The java executable for the daemon.")
     kcl_java_opts: str = Field(default="-Xmx256m -XX:+UseSerialGC", description="JVM options for the daemon.")
@@ -120,12 +133,32 @@ class Settings(BaseSettings):
             raise ValueError("KCL_INITIAL_TIMESTAMP is required when KCL_INITIAL_POSITION=AT_TIMESTAMP")
         return self
 
+    @model_validator(mode="after")
+    def _output_is_discarded_only_against_a_local_emulator(self) -> Settings:
+        endpoint = self.aws_endpoint_url_kinesis
+        host = (endpoint.host or "").strip("[]") if endpoint is not None else ""
+        if self.bench_discard_output and not _is_loopback(host):
+            raise ValueError(
+                "BENCH_DISCARD_OUTPUT=true drops every prediction: it is accepted only for a benchmark against a "
+                f"local emulator, with AWS_ENDPOINT_URL_KINESIS on a loopback address (got {str(endpoint)!r})"
+            )
+        return self
+
     @property
     def daemon_metrics_level(self) -> str:
         if self.kcl_metrics_level:
             return self.kcl_metrics_level
         uses_emulators = self.aws_endpoint_url_kinesis is not None or self.aws_endpoint_url_dynamodb is not None
         return "NONE" if uses_emulators else "SUMMARY"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _describe(error: ValidationError) -> str:

@@ -22,7 +22,7 @@ from consumer.metrics import ShardMetrics
 from consumer.processor import RideProcessor
 from consumer.scoring import load_prepared
 from consumer.settings import Settings, load_settings
-from consumer.sink import KinesisSink
+from consumer.sink import KinesisSink, NullSink
 
 __all__ = ["kinesis_client", "main"]
 
@@ -57,7 +57,12 @@ def main(stdin: TextIO | None = None, stdout: TextIO | None = None, stderr: Text
     metrics = ShardMetrics.create()
     atexit.register(mark_process_dead, os.getpid(), str(settings.prometheus_multiproc_dir))
 
-    def sink(stream_name: str, role: str) -> KinesisSink:
+    if settings.bench_discard_output:
+        get_logger().warning("output_discarded", reason="BENCH_DISCARD_OUTPUT=true (benchmark against an emulator)")
+
+    def sink(stream_name: str, role: str) -> KinesisSink | NullSink:
+        if settings.bench_discard_output:
+            return NullSink(stream_name)
         return KinesisSink(
             client,
             stream_name,

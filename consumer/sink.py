@@ -31,6 +31,7 @@ __all__ = [
     "Entry",
     "KinesisSink",
     "MemorySink",
+    "NullSink",
     "PutResult",
     "Sink",
     "chunked",
@@ -247,4 +248,21 @@ class MemorySink:
             for entry in chunk:
                 self.written.append(entry)
                 results.append(PutResult("memory", str(len(self.written))))
+        return results
+
+
+@dataclass
+class NullSink:
+    """Drops every entry (still checking the record limits) and counts them: the benchmark's sink, so the cost of
+    the output stream can be told apart from the processor's. Never used unless BENCH_DISCARD_OUTPUT=true, which
+    the settings accept only against a loopback Kinesis endpoint."""
+
+    stream_name: str
+    discarded: int = 0
+
+    def put(self, entries: Sequence[Entry]) -> list[PutResult]:
+        results = []
+        for chunk in chunked(entries):
+            self.discarded += len(chunk)
+            results.extend(PutResult("discarded", "0") for _ in chunk)
         return results
