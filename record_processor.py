@@ -1,12 +1,19 @@
 #!/usr/bin/env python3
 """The executable the KCL MultiLangDaemon starts once per leased shard (``executableName`` in the properties).
 
-Run ``python -m consumer run`` to start the service; the launcher renders the properties that point here.
+Run ``python -m consumer run`` to start the service; the launcher renders the properties that point here. With
+the launcher's fork server running, this process only hands its stdin/stdout/stderr to a worker forked from it
+and ends as that worker ends (consumer/forkclient.py); otherwise it runs the shard itself.
 """
 
 import sys
 
-from consumer.shard import main
+from consumer.forkclient import run as run_in_fork_server
 
 if __name__ == "__main__":
-    sys.exit(main())
+    status = run_in_fork_server()
+    if status is None:
+        from consumer.shard import main
+
+        status = main()
+    sys.exit(status)

@@ -24,7 +24,11 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from consumer import fastpath
 from consumer.errors import DaemonSetupError
+from consumer.forkclient import SOCKET_VARIABLE
+from consumer.forkserver import ForkServer
+from consumer.forkserver import start as start_fork_server
 from consumer.health import DaemonOutput, HealthServer, LauncherState
 from consumer.kcl import (
     PROPERTIES_TEMPLATE,
@@ -63,7 +67,12 @@ def prepare_daemon(
     if state is not None:
         metadata = json.loads((prepared / METADATA_FILE).read_text(encoding="utf-8"))
         state.model_prepared(
-            {"name": metadata.get("name") or "", "version": str(metadata["version"]), "uri": settings.model_uri},
+            {
+                "name": metadata.get("name") or "",
+                "version": str(metadata["version"]),
+                "uri": settings.model_uri,
+                "model_path": _model_path(prepared),
+            },
             seconds,
         )
 
@@ -77,6 +86,28 @@ def prepare_daemon(
     # Set before any shard process starts, so prometheus_client is in multiprocess mode from its first import.
     env["PROMETHEUS_MULTIPROC_DIR"] = str(settings.prometheus_multiproc_dir)
     return daemon_command(settings, properties), env
+
+
+def _model_path(prepared: Path) -> str:
+    """``onnx`` when the prepared model has a compiled fast path, else ``sklearn`` (what the shards will load)."""
+    state = fastpath.read_state(prepared)
+    return fastpath.MODEL_PATH_ONNX if state is not None and state.compiled else fastpath.MODEL_PATH_SKLEARN
+
+
+def _start_fork_server(settings: Settings, env: dict[str, str]) -> ForkServer | None:
+    """Start the fork server the record processors hand their shard to (consumer/forkserver.py) and put its
+    socket in ``env``; None (one plain process per shard) when SHARD_FORK_SERVER=false or it cannot start."""
+    if not settings.shard_fork_server:
+        return None
+    log = get_logger()
+    try:
+        server = start_fork_server(env, settings.consumer_work_dir)
+    except (RuntimeError, OSError) as exc:
+        log.warning("fork_server_unavailable", error=str(exc), fallback="one Python process per shard")
+        return None
+    env[SOCKET_VARIABLE] = str(server.socket_path)
+    log.info("fork_server_started", pid=server.process.pid, socket=str(server.socket_path))
+    return server
 
 
 def _property_number(properties_text: str, name: str) -> int | None:
@@ -124,6 +155,7 @@ def run(settings: Settings) -> int:
 def _run(settings: Settings, state: LauncherState) -> int:
     log = get_logger()
     command, env = prepare_daemon(settings, state=state)
+    fork_server = _start_fork_server(settings, env)
     properties_text = (settings.consumer_work_dir / "consumer.properties").read_text()
     grace = _grace_seconds(properties_text)
     state.stuck_after_seconds = float(_property_number(properties_text, "timeoutInSeconds") or 180)
@@ -152,6 +184,8 @@ def _run(settings: Settings, state: LauncherState) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         relay.join(timeout=5)
+        if fork_server is not None:
+            fork_server.stop()  # after the daemon: every record processor, and so every worker, has ended
 
     if stop_requested_at and status in (0, 128 + signal.SIGTERM, -signal.SIGTERM):
         log.info("daemon_stopped", status=status)

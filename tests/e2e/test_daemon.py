@@ -12,6 +12,7 @@ import numpy as np
 
 from consumer.demo import DEFAULT_TRIPS, POISON_RECORDS, wait_for
 from consumer.events import decode_ride
+from consumer.fastpath import TOLERANCE_MINUTES
 from consumer.replay import put_payloads, replay
 from consumer.scoring import features
 from consumer.tail import read_all
@@ -80,7 +81,7 @@ def test_rides_become_predictions_and_poison_becomes_dead_letters(
     rides = [decode_ride(inputs[item.event["event_id"].split(":")[1]].data) for item in predictions]
     expected = pipeline_predictions(registered_model, rides)
     got = np.array([item.event["prediction"]["ride_duration"] for item in predictions])
-    assert np.max(np.abs(got - expected)) <= 1e-6
+    assert np.max(np.abs(got - expected)) <= TOLERANCE_MINUTES  # the shards score the compiled fast path
 
     assert len(dead_letters) == 20
     assert Counter(base64.b64decode(item.event["payload_base64"]) for item in dead_letters) == Counter(

@@ -1,0 +1,219 @@
+"""record_processor.py through the fork server: every MultiLang protocol test again, plus what forking changes.
+
+The protocol tests of test_multilang.py are collected here a second time with a ``start_processor`` that first
+starts a fork server (``python -m consumer.forkserver``) with the processor's environment, so the same replies,
+writes, checkpoints and exit statuses are asserted for a record processor whose shard runs in a forked worker.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from consumer import fastpath
+from consumer.forkclient import SOCKET_VARIABLE
+from consumer.forkserver import ForkServer, start
+from consumer.scoring import ModelInfo
+from tests.protocol.conftest import Processor
+from tests.protocol.test_multilang import *  # noqa: F403 - the protocol tests, run again through the fork server
+from tests.protocol.test_multilang import initialize, process, record
+from tests.unit.factories import ride_payload
+
+
+@pytest.fixture(scope="module")
+def compiled_model(prepared_model, tmp_path_factory) -> Path:
+    """The protocol tier's tiny model with its fast path compiled, as the launcher prepares it."""
+    import joblib
+
+    directory = tmp_path_factory.mktemp("compiled")
+    for source in prepared_model.iterdir():
+        (directory / source.name).write_bytes(source.read_bytes())
+    pipeline = joblib.load(directory / "pipeline.joblib")
+    state = fastpath.compile_into(directory, pipeline, ModelInfo("test://tiny", "tiny", "42", None))
+    assert state.compiled, state.reason
+    return directory
+
+
+@pytest.fixture
+def fork_servers(tmp_path) -> Iterator[list[ForkServer]]:
+    servers: list[ForkServer] = []
+    yield servers
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def start_processor(processor_env, fork_servers, tmp_path) -> Iterator[Any]:
+    """A record processor whose shard runs in a worker of a fork server started with the same environment. If
+    that server cannot start (a bad setting), the processor finds no server and runs the shard itself."""
+    started: list[Processor] = []
+
+    def start_through_fork_server(**overrides: str) -> Processor:
+        env = {**processor_env, **overrides}
+        socket_path = tmp_path / f"no-server-{len(started)}.sock"
+        try:
+            server = start(env, tmp_path / f"server-{len(started)}", timeout=60)
+        except RuntimeError:
+            server = None
+        else:
+            fork_servers.append(server)
+            socket_path = server.socket_path
+        processor = Processor({**env, SOCKET_VARIABLE: str(socket_path)})
+        started.append(processor)
+        return processor
+
+    yield start_through_fork_server
+    for processor in started:
+        if processor.process.poll() is None:
+            processor.process.kill()
+            processor.process.wait()
+
+
+def worker_of(processor: Processor, server: ForkServer, timeout: float = 30.0) -> psutil.Process:
+    """The forked worker serving ``processor`` (the server's only child)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        children = psutil.Process(server.process.pid).children()
+        if children:
+            return children[0]
+        time.sleep(0.05)
+    raise AssertionError(f"no worker; processor stderr:\n{processor.stderr}")
+
+
+def test_the_shard_runs_in_a_forked_worker_that_writes_to_the_processors_pipes(start_processor, fork_servers):
+    processor = start_processor()
+    initialize(processor)
+    worker = worker_of(processor, fork_servers[0])
+
+    assert worker.pid != processor.process.pid
+    assert worker.ppid() == fork_servers[0].process.pid
+    events = processor.log_events()
+    assert any(event.get("event") == "shard_initialized" for event in events)  # the worker's stderr is ours
+    processor.send({"action": "leaseLost"})
+    assert processor.receive() == {"action": "status", "responseFor": "leaseLost"}
+    assert processor.exit_code() == 0
+
+
+def test_sigterm_to_the_processor_ends_the_worker_and_the_processor_dies_of_it(start_processor, fork_servers):
+    processor = start_processor()
+    initialize(processor)
+    worker = worker_of(processor, fork_servers[0])
+
+    processor.process.send_signal(signal.SIGTERM)
+
+    assert processor.process.wait(timeout=30) == -signal.SIGTERM
+    assert worker.wait(timeout=30) is None or not worker.is_running()
+
+
+def test_a_killed_processor_takes_its_worker_with_it(start_processor, fork_servers):
+    processor = start_processor()
+    initialize(processor)
+    worker = worker_of(processor, fork_servers[0])
+
+    processor.process.kill()
+    processor.process.wait(timeout=30)
+
+    psutil.wait_procs([worker], timeout=30)
+    assert not worker.is_running()
+
+
+def test_a_worker_that_exits_1_makes_the_processor_exit_1(start_processor, fork_servers):
+    processor = start_processor(PREDICTIONS_STREAM_NAME="no-such-stream")
+    initialize(processor)
+
+    process(processor, [record(ride_payload(1), 1)])
+
+    assert processor.receive() is None  # exits without answering
+    assert processor.exit_code() == 1
+    assert fork_servers[0].process.poll() is None  # the server serves on
+
+
+def test_stopping_the_server_stops_its_workers_and_their_processors(start_processor, fork_servers):
+    processor = start_processor()
+    initialize(processor)
+    worker = worker_of(processor, fork_servers[0])
+
+    fork_servers[0].stop()
+
+    assert processor.process.wait(timeout=30) == -signal.SIGTERM
+    assert not worker.is_running()
+
+
+def test_without_a_server_the_processor_runs_the_shard_itself(processor_env, tmp_path):
+    processor = Processor({**processor_env, SOCKET_VARIABLE: str(tmp_path / "nobody-listens.sock")})
+    initialize(processor)
+
+    assert psutil.Process(processor.process.pid).children() == []
+    processor.send({"action": "leaseLost"})
+    assert processor.receive() == {"action": "status", "responseFor": "leaseLost"}
+    assert processor.exit_code() == 0
+    assert any(event.get("event") == "fork_server_unavailable" for event in processor.log_events())
+
+
+def test_on_the_fast_path_neither_a_processor_nor_the_server_loads_sklearn_or_mlflow(
+    processor_env, compiled_model, fork_servers, tmp_path
+):
+    env = {**processor_env, "PREPARED_MODEL_DIR": str(compiled_model)}
+    plain = Processor({**env, "PYTHONPROFILEIMPORTTIME": "1"})
+    initialize(plain)
+    process(plain, [record(ride_payload(1), 1)])
+    server = start(env, tmp_path / "server")
+    fork_servers.append(server)
+
+    answer = plain.receive()
+    plain.send({**answer, "error": None})
+    assert plain.receive() == {"action": "status", "responseFor": "processRecords"}
+    assert plain.exit_code() == 0
+    imported = {line.split("|")[-1].strip() for line in plain.stderr.splitlines() if line.startswith("import time:")}
+    assert "consumer.fastpath" in imported and "onnxruntime" in imported
+    assert not {name for name in imported if name.split(".")[0] in {"sklearn", "scipy", "mlflow", "pandas"}}
+    loaded = [event for event in plain.log_events() if event.get("event") == "model_loaded"]
+    assert [event["model_path"] for event in loaded] == ["onnx"]
+    mapped = Path(f"/proc/{server.process.pid}/maps").read_text()
+    assert "onnxruntime" in mapped
+    assert not any(f"/{package}/" in mapped for package in ("sklearn", "scipy", "mlflow", "pandas"))
+
+
+def test_a_worker_adds_far_less_memory_than_a_plain_processor(processor_env, compiled_model, fork_servers, tmp_path):
+    """Figures are printed, not asserted against a goal: only that the worker shares what the server loaded."""
+    env = {**processor_env, "PREPARED_MODEL_DIR": str(compiled_model)}
+    server = start(env, tmp_path / "server")
+    fork_servers.append(server)
+    forked = Processor({**env, SOCKET_VARIABLE: str(server.socket_path)})
+    plain = Processor(env)
+    for processor in (forked, plain):
+        initialize(processor)
+    worker = worker_of(forked, server)
+
+    worker_unique = worker.memory_full_info().uss
+    plain_unique = psutil.Process(plain.process.pid).memory_full_info().uss
+    print(f"USS: forked worker {worker_unique / 1e6:.1f} MB, plain processor {plain_unique / 1e6:.1f} MB")
+
+    assert worker_unique < plain_unique / 2
+    for processor in (forked, plain):
+        processor.send({"action": "leaseLost"})
+        assert processor.receive() == {"action": "status", "responseFor": "leaseLost"}
+        assert processor.exit_code() == 0
+
+
+def test_the_server_exits_when_its_parent_dies(processor_env, tmp_path):
+    env = {**processor_env, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    code = (
+        "import os, sys; from pathlib import Path; from consumer.forkserver import start;"
+        f" server = start(os.environ, Path({str(tmp_path)!r})); print(server.process.pid, flush=True)"
+    )
+    parent = subprocess.run(
+        [os.sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=True
+    )
+    server = psutil.Process(int(parent.stdout.strip()))
+
+    psutil.wait_procs([server], timeout=30)
+    assert not server.is_running()
