@@ -173,6 +173,28 @@ class ConsumerProcess:
     def tail(self, lines: int = 40) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
+    def kill(self) -> int:
+        """kill -9 the launcher and every process it started (the daemon's process group, the record processors and
+        whatever else runs under it), as a lost node would: no shutdown hook, no checkpoint. Return the
+        launcher's exit status (-9)."""
+        import psutil
+
+        assert self.process is not None
+        try:
+            started = psutil.Process(self.process.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            started = []
+        self.process.kill()
+        for process in started:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                if process.pid == os.getpgid(process.pid):  # the daemon: the launcher gives it a session of its own
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.kill()
+        self.process.wait()
+        if self._log is not None:
+            self._log.close()
+        return int(self.process.returncode)
+
 
 def wait_for(
     condition: Callable[[], Any], *, timeout: float, interval: float = 0.5, on_wait: Callable[[], None] | None = None
