@@ -1,0 +1,309 @@
+"""Fixtures for the fault suite: the real daemon (``python -m consumer run``) against kinesis-local and dynalite,
+the processors' Kinesis traffic through the fault-injection proxy, and the ledger to judge the outcome.
+
+One LocalStack per session (dynalite on LevelDB, so the lease store can be restarted with its data); every
+scenario gets fresh streams (kinesis-local slows down as a shard fills), a fresh application (lease table), its
+own proxy, and reports its ledger figures in the session summary.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from consumer.demo import DEFAULT_TRIPS, LOCAL_KCL_PROPERTIES, ConsumerProcess, consumer_env, wait_for
+from consumer.ledger import Ledger, format_ledger, read_ledger
+from consumer.localstack import EmulatorNotInstalled, LocalStack
+from consumer.replay import ReplaySummary, replay
+from consumer.streams import KinesisClient
+from tests.faults.kinesis_proxy import KinesisProxy
+from tests.stack_fixtures import node_modules, skip_or_fail
+
+#: The figures of each scenario, printed at the end of the session.
+FIGURES: list[dict[str, Any]] = []
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not FIGURES:
+        return
+    terminalreporter.section("fault suite: the ledger of each scenario")
+    header = f"{'scenario':<44} {'in':>6} {'predicted':>9} {'dead':>6} {'dup':>5} {'missing':>7} {'seconds':>7}"
+    terminalreporter.write_line(header)
+    for row in FIGURES:
+        terminalreporter.write_line(
+            f"{row['scenario']:<44} {row['in']:>6} {row['predicted']:>9} {row['dead_lettered']:>6} "
+            f"{row['duplicated']:>5} {row['missing']:>7} {row['seconds']:>7.0f}"
+        )
+
+
+@pytest.fixture(scope="session")
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """The suite's LocalStack: dynalite keeps its tables in LevelDB, so ``restart_dynamodb`` keeps the leases."""
+    work = tmp_path_factory.mktemp("fault-stack")
+    stack = LocalStack(work, node_modules=node_modules(), dynamodb_path=work / "dynalite-leveldb")
+    try:
+        stack.start()
+    except EmulatorNotInstalled as exc:
+        skip_or_fail(str(exc))
+    try:
+        yield stack
+    finally:
+        stack.stop(keep_work_dir=True)
+
+
+# --- Models -------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Models:
+    """MLflow model directories (MODEL_URI accepts a directory): the seed's pipeline, and a fragile variant whose
+    feature transform overflows float32 for trips over ~89 miles, so the forest raises on exactly those rides."""
+
+    healthy: str
+    fragile: str
+    cache_dir: str
+
+
+FRAGILE_ABOVE_MILES = 89.0
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Models:
+    import mlflow.sklearn
+    import numpy as np
+    from sklearn.pipeline import make_pipeline as sk_make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    from consumer.training import SKOPS_TRUSTED_TYPES, feature_rows, make_pipeline, read_trips
+
+    trips = read_trips(DEFAULT_TRIPS).sample(20_000, random_state=0)
+    trips = trips[trips["trip_distance"] < 60]
+    rows, durations = feature_rows(trips), trips["duration"].to_numpy()
+    root = tmp_path_factory.mktemp("models")
+
+    healthy = make_pipeline(n_estimators=20, n_jobs=1).fit(rows, durations)
+    mlflow.sklearn.save_model(
+        healthy, root / "healthy", serialization_format="skops", skops_trusted_types=list(SKOPS_TRUSTED_TYPES)
+    )
+    # expm1 is monotonic, so the forest splits the same way; above ~88.7 miles expm1 exceeds float32's range and
+    # RandomForestRegressor.predict raises "Input X contains infinity or a value too large for dtype('float32')".
+    vectorizer, forest = (step for _, step in make_pipeline(n_estimators=10, n_jobs=1).steps)
+    fragile = sk_make_pipeline(vectorizer, FunctionTransformer(np.expm1, accept_sparse=True), forest)
+    fragile.fit(rows, durations)
+    mlflow.sklearn.save_model(
+        fragile,
+        root / "fragile",
+        serialization_format="skops",
+        skops_trusted_types=[*SKOPS_TRUSTED_TYPES, "numpy.expm1"],
+    )
+    return Models(healthy=str(root / "healthy"), fragile=str(root / "fragile"), cache_dir=str(root / "prepared"))
+
+
+# --- A scenario -----------------------------------------------------------------------------------------------------
+
+
+class Load(threading.Thread):
+    """Steady load: real rides replayed at a fixed rate in a background thread; :meth:`result` joins it."""
+
+    def __init__(self, kinesis: KinesisClient, stream: str, rides: int, rate: float, start_ride_id: int) -> None:
+        super().__init__(name=f"load-{stream}", daemon=True)
+        self._args = (kinesis, stream, rides, rate, start_ride_id)
+        self.summary: ReplaySummary | None = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        kinesis, stream, rides, rate, start_ride_id = self._args
+        try:
+            self.summary = replay(
+                DEFAULT_TRIPS,
+                client=kinesis,
+                stream_name=stream,
+                limit=rides,
+                rate_per_second=rate,
+                start_ride_id=start_ride_id,
+                skip_invalid=True,
+                duration_range=(1, 60),
+                progress=False,
+            )
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread by result()
+            self.error = exc
+
+    def result(self, timeout: float = 120) -> ReplaySummary:
+        self.join(timeout)
+        if self.error is not None:
+            raise self.error
+        assert self.summary is not None, "the load did not finish"
+        return self.summary
+
+
+@dataclass
+class Scenario:
+    """Fresh streams and application, a proxy, and helpers to start consumers and read the ledger."""
+
+    name: str
+    stack: LocalStack
+    proxy: KinesisProxy
+    models: Models
+    work_dir: Path
+    input: str
+    predictions: str
+    dead_letters: str
+    application: str
+    consumers: list[ConsumerProcess] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def kinesis(self) -> KinesisClient:
+        return self.stack.kinesis_client()
+
+    def start(self, worker_id: str = "worker-1", *, model_uri: str | None = None, **extra: str) -> ConsumerProcess:
+        """``python -m consumer run``: its boto3 traffic through the proxy, the daemon straight to kinesis-local."""
+        properties = {**json.loads(LOCAL_KCL_PROPERTIES), "kinesisEndpoint": self.stack.kinesis_endpoint}
+        properties.update(json.loads(extra.pop("KCL_EXTRA_PROPERTIES", "{}")))
+        env = consumer_env(
+            self.stack.env(),
+            input_stream=self.input,
+            predictions_stream=self.predictions,
+            dead_letter_stream=self.dead_letters,
+            model_uri=model_uri or self.models.healthy,
+            tracking_uri=f"file://{self.work_dir / 'mlruns'}",
+            application_name=self.application,
+            work_dir=self.work_dir,
+            worker_id=worker_id,
+            extra={
+                "AWS_ENDPOINT_URL_KINESIS": self.proxy.endpoint,
+                "KCL_EXTRA_PROPERTIES": json.dumps(properties),
+                "MODEL_CACHE_DIR": self.models.cache_dir,
+                **extra,
+            },
+        )
+        log = self.work_dir / f"consumer-{worker_id}-{len(self.consumers)}.log"
+        consumer = ConsumerProcess(env, log).start()
+        self.consumers.append(consumer)
+        return consumer
+
+    def load(self, rides: int, *, rate: float, start_ride_id: int = 1) -> Load:
+        load = Load(self.stack.kinesis_client(), self.input, rides, rate, start_ride_id)
+        load.start()
+        return load
+
+    def ledger(self) -> Ledger:
+        return read_ledger(self.kinesis, self.input, self.predictions, self.dead_letters, timeout=60)
+
+    def outputs(self) -> int:
+        """How many events (predictions and dead letters) have come out so far."""
+        counts = self.ledger().counts
+        return counts["in"] - counts["missing"] - counts["in_flight"]
+
+    def wait_for_outputs(self, at_least: int, *, timeout: float = 120) -> None:
+        """Until at least ``at_least`` input records have an event; fail with the consumers' logs otherwise."""
+        reached = wait_for(lambda: self.outputs() >= at_least, timeout=timeout, interval=1.0)
+        assert reached, f"fewer than {at_least} records came out within {timeout:g} s\n{self.tails()}"
+
+    def wait_until_accounted(self, expected: int, *, timeout: float = 180) -> Ledger:
+        """Until all ``expected`` input records have an event and nothing is missing; return that ledger."""
+
+        def settled() -> Ledger | None:
+            ledger = self.ledger()
+            counts = ledger.counts
+            return ledger if counts["in"] >= expected and counts["missing"] == 0 else None
+
+        ledger = wait_for(settled, timeout=timeout, interval=2.0)
+        if ledger is None:
+            raise AssertionError(
+                f"not every record accounted for within {timeout:g} s:\n{format_ledger(self.ledger())}\n{self.tails()}"
+            )
+        return ledger
+
+    def leases(self) -> dict[str, dict[str, str]]:
+        """The lease table: shard id -> {owner, checkpoint}."""
+        dynamodb = boto3.client(
+            "dynamodb",
+            endpoint_url=self.stack.dynamodb_endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="x",
+            aws_secret_access_key="x",
+        )
+        items = dynamodb.scan(TableName=self.application)["Items"]
+        return {
+            item["leaseKey"]["S"]: {
+                "owner": item.get("leaseOwner", {}).get("S", ""),
+                "checkpoint": item.get("checkpoint", {}).get("S", ""),
+            }
+            for item in items
+        }
+
+    def tails(self, lines: int = 25) -> str:
+        return "\n".join(f"--- {c.log_path.name} ---\n{c.tail(lines)}" for c in self.consumers)
+
+    def record(self, ledger: Ledger) -> None:
+        """Keep this scenario's figures for the session summary."""
+        counts = ledger.counts
+        FIGURES.append(
+            {
+                "scenario": self.name,
+                "in": counts["in"],
+                "predicted": counts["predicted"],
+                "dead_lettered": counts["dead_lettered"],
+                "duplicated": counts["duplicated"],
+                "missing": counts["missing"],
+                "seconds": time.monotonic() - self.started,
+            }
+        )
+
+
+def log_events(consumer: ConsumerProcess) -> list[dict[str, Any]]:
+    """The JSON log lines of a consumer (launcher, daemon-relayed processors)."""
+    events = []
+    for line in consumer.log_path.read_text(errors="replace").splitlines():
+        if line.startswith("{"):
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                continue
+    return events
+
+
+@pytest.fixture
+def scenario(
+    request: pytest.FixtureRequest, local_stack: LocalStack, models: Models, tmp_path: Path
+) -> Iterator[Callable[..., Scenario]]:
+    """``scenario(input_shards=2)``: fresh streams, application and proxy; consumers left running are killed at
+    the end (a scenario that wanted a graceful stop has done it itself)."""
+    made: list[Scenario] = []
+    proxy = KinesisProxy(local_stack.kinesis_endpoint).start()
+
+    def make(input_shards: int = 2) -> Scenario:
+        suffix = uuid.uuid4().hex[:8]
+        names = (f"rides-{suffix}", f"predictions-{suffix}", f"dead-letters-{suffix}")
+        local_stack.create_stream(names[0], input_shards)
+        local_stack.create_stream(names[1], 1)
+        local_stack.create_stream(names[2], 1)
+        made.append(
+            Scenario(
+                request.node.name.removeprefix("test_"),
+                local_stack,
+                proxy,
+                models,
+                tmp_path,
+                *names,
+                application=f"faults-{suffix}",
+            )
+        )
+        return made[-1]
+
+    yield make
+    proxy.stop()
+    for item in made:
+        for consumer in item.consumers:
+            if consumer.running():
+                consumer.kill()
