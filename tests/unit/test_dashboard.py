@@ -80,3 +80,10 @@ def test_the_dashboard_answers_the_operators_questions():
         "Leases per pod",
         "Model version",
     } <= titles
+
+
+def test_the_readme_metric_table_lists_every_metric_the_consumer_defines():
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    table = set(re.findall(r"^\| `(ride_consumer_\w+)` \|", readme, flags=re.MULTILINE))
+    defined = {re.sub(r"_(bucket|count|sum)$", "", name) for name in defined_metric_names()}
+    assert table == defined
