@@ -31,6 +31,7 @@ __all__ = [
     "ConsumerProcess",
     "consumer_env",
     "ensure_model",
+    "metrics_summary",
     "run_demo",
 ]
 
@@ -196,6 +197,41 @@ class ConsumerProcess:
         return int(self.process.returncode)
 
 
+def metrics_summary(url: str | None) -> str:
+    """The headline figures of a consumer's /metrics, on one line."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    if url is None:
+        return "no metrics server"
+    try:
+        with urllib.request.urlopen(url + "/metrics", timeout=10) as response:
+            text = response.read().decode()
+    except OSError as exc:
+        return f"{url}/metrics did not answer: {exc}"
+    totals: dict[str, float] = {}
+    reasons: dict[str, int] = {}
+    lag: dict[str, float] = {}
+    version = "?"
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "ride_consumer_dead_letters_total" and sample.value:
+                reasons[sample.labels["reason"]] = reasons.get(sample.labels["reason"], 0) + int(sample.value)
+            elif sample.name == "ride_consumer_seconds_behind_latest":
+                lag[sample.labels["shard_id"].removeprefix("shardId-")] = sample.value
+            elif sample.name == "ride_consumer_model_info":
+                version = sample.labels["version"]
+            totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+    return (
+        f"{url}/metrics: in {totals.get('ride_consumer_records_received_total', 0):.0f}, "
+        f"predictions {totals.get('ride_consumer_predictions_written_total', 0):.0f}, "
+        f"dead letters {dict(sorted(reasons.items()))}, seconds behind {lag}, "
+        f"leases {totals.get('ride_consumer_leases_held', 0):.0f}, model version {version}, "
+        f"ready {totals.get('ride_consumer_ready', 0):.0f}"
+    )
+
+
 def wait_for(
     condition: Callable[[], Any], *, timeout: float, interval: float = 0.5, on_wait: Callable[[], None] | None = None
 ) -> Any:
@@ -297,6 +333,8 @@ def run_demo(
             done = wait_for(progress, timeout=timeout, interval=1.0, on_wait=report)
             report()
             print(file=sys.stderr)
+            time.sleep(1.5)  # the last batch's counters follow its writes by a moment
+            metrics = metrics_summary(consumer.metrics_url())
         finally:
             _say("stopping the consumer (SIGTERM: processors checkpoint, the daemon drains)")
             status = consumer.stop()
@@ -317,6 +355,7 @@ def run_demo(
     for item in predictions[:3]:
         print(f"  {item.data.decode()}")
     print(f"model:             {model_uri} -> version {predictions[0].event['version'] if predictions else '?'}")
+    print(f"/metrics said:     {metrics}")
     complete = bool(done) and len(predictions) + len(dead_letters) == expected
     print("result:            " + ("every record accounted for" if complete else "INCOMPLETE: see the consumer log"))
     return 0 if complete and status == 0 else 1
