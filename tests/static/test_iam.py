@@ -1,0 +1,221 @@
+"""iam/consumer-policy.json grants exactly the actions the service calls, on the resources the manifests name.
+
+The actions are derived, not listed by hand:
+- the daemon's: the AWS SDK client methods the KCL jars reference (their constant pools), less the enhanced fan-out
+  calls, since properties/consumer.properties sets retrievalMode = POLLING;
+- the processors' and the launcher's: the boto3 client calls in the modules that ``python -m consumer run`` and
+  record_processor.py import (their import graph, read with ast), each matched to an operation of botocore's models;
+- the model download's: MLflow's S3 artifact repository lists (ListObjectsV2 -> s3:ListBucket) and downloads
+  (download_file -> s3:GetObject) on the read path the launcher uses.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import botocore.session
+import pytest
+from botocore import xform_name
+
+from consumer.kcl import jar_dir
+from tests.static.classfile import method_references
+from tests.static.conftest import REPO, settings_configmap, task_definition
+
+POLICY = REPO / "iam" / "consumer-policy.json"
+KEDA_POLICY = REPO / "iam" / "keda-scaler-policy.json"
+KCL_JARS = ("amazon-kinesis-client-2.5.8.jar", "amazon-kinesis-client-multilang-2.5.8.jar")
+#: SDK client package -> IAM service prefix (the same names in botocore).
+SDK_SERVICES = {"kinesis": "kinesis", "dynamodb": "dynamodb", "cloudwatch": "cloudwatch"}
+#: Only used with retrievalMode = FANOUT (enhanced fan-out), which the properties template turns off.
+FANOUT_ONLY = {"kinesis:RegisterStreamConsumer", "kinesis:DescribeStreamConsumer", "kinesis:SubscribeToShard"}
+#: The shard processes' executable; the launcher's entry is the `run` command of consumer/cli.py (see below).
+SHARD_ENTRY_POINT = "record_processor.py"
+BOTO3_SERVICES = ("kinesis", "dynamodb", "cloudwatch", "s3", "sts")
+#: Actions with no resource-level permissions: they need Resource "*" and are narrowed by a condition instead.
+NO_RESOURCE_LEVEL = {"cloudwatch:PutMetricData": "cloudwatch:namespace"}
+
+
+def statements(path: Path = POLICY) -> list[dict]:
+    return json.loads(path.read_text())["Statement"]
+
+
+def granted(path: Path = POLICY) -> set[str]:
+    return {action for statement in statements(path) for action in as_list(statement["Action"])}
+
+
+def as_list(value: str | list[str]) -> list[str]:
+    return [value] if isinstance(value, str) else value
+
+
+def daemon_actions() -> set[str]:
+    actions = set()
+    for jar in KCL_JARS:
+        for owner, method in method_references(jar_dir() / jar, "software/amazon/awssdk/services/"):
+            package, client = owner.split("/")[-2:]
+            if package in SDK_SERVICES and client.endswith("Client"):
+                operation = method[0].upper() + method[1:]
+                if operation in botocore.session.get_session().get_service_model(package).operation_names:
+                    actions.add(f"{SDK_SERVICES[package]}:{operation}")
+    return actions
+
+
+def imported_files(nodes: list[ast.AST]) -> list[Path]:
+    """The repository files that the import statements among ``nodes`` (and inside them) name."""
+    files = []
+    for node in (child for top in nodes for child in ast.walk(top)):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        for name in names:
+            if name.split(".")[0] == "consumer":
+                module = REPO / Path(*name.split("."))
+                files += [module.with_suffix(".py"), module / "__init__.py"]
+    return files
+
+
+def service_modules() -> set[Path]:
+    """The repository files the service runs: what `python -m consumer run` imports (consumer/cli.py's module-level
+    imports and those of its `run` command, not the tools' commands) and what record_processor.py imports,
+    transitively (ast, no execution)."""
+    cli = ast.parse((REPO / "consumer" / "cli.py").read_text())
+    launcher = [node for node in cli.body if isinstance(node, ast.Import | ast.ImportFrom)]
+    launcher += [node for node in cli.body if isinstance(node, ast.FunctionDef) and node.name == "run"]
+    assert len(launcher) > 1, "consumer/cli.py has no `run` command"
+    seen: set[Path] = {REPO / "consumer" / "cli.py"}
+    pending = [*imported_files(launcher), REPO / SHARD_ENTRY_POINT]
+    while pending:
+        path = pending.pop()
+        if path in seen or not path.exists():
+            continue
+        seen.add(path)
+        pending += imported_files([ast.parse(path.read_text())])
+    return seen
+
+
+def boto3_operations() -> dict[str, set[str]]:
+    """snake_case method name -> the IAM actions of the operations that have it, over BOTO3_SERVICES."""
+    session = botocore.session.get_session()
+    operations: dict[str, set[str]] = {}
+    for service in BOTO3_SERVICES:
+        model = session.get_service_model(service)
+        prefix = model.metadata.get("signingName", service)
+        for operation in model.operation_names:
+            operations.setdefault(xform_name(operation), set()).add(f"{prefix}:{operation}")
+    return operations
+
+
+def client_calls(paths: set[Path]) -> dict[str, set[str]]:
+    """The AWS operations called as ``<something>.<operation>(...)`` in ``paths``: method name -> files."""
+    operations = boto3_operations()
+    calls: dict[str, set[str]] = {}
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in operations:
+                calls.setdefault(node.func.attr, set()).add(str(path.relative_to(REPO)))
+    return calls
+
+
+def processor_actions() -> set[str]:
+    operations = boto3_operations()
+    actions = set()
+    for method in client_calls(service_modules()):
+        (action,) = operations[method]  # an operation name shared by two services would need a closer look
+        actions.add(action)
+    return actions
+
+
+def model_download_actions() -> set[str]:
+    """What MLflow's S3 artifact repository calls to list and download a model (the launcher's read path)."""
+    from mlflow.store.artifact.s3_artifact_repo import S3ArtifactRepository
+
+    called = set()
+    for method in (S3ArtifactRepository.list_artifacts, S3ArtifactRepository._download_file):
+        source = inspect.getsource(method)
+        called |= set(re.findall(r"\.(download_file|list_objects_v2|get_object|head_object)\(", source))
+        if "_iterate_s3_paginated_results" in source:
+            paginated = inspect.getsource(S3ArtifactRepository._iterate_s3_paginated_results)
+            called |= set(re.findall(r'get_paginator\("(\w+)"\)', paginated))
+    # download_file is s3transfer: HeadObject + GetObject (ranged), both allowed by s3:GetObject;
+    # ListObjectsV2 is allowed by s3:ListBucket.
+    assert called == {"download_file", "list_objects_v2"}, called
+    return {"s3:GetObject", "s3:ListBucket"}
+
+
+def test_kcl_properties_use_polling_so_fanout_calls_are_not_needed():
+    properties = (REPO / "properties" / "consumer.properties").read_text()
+    assert re.search(r"^retrievalMode\s*=\s*POLLING\s*$", properties, re.MULTILINE)
+    assert daemon_actions() >= FANOUT_ONLY, "the jar analysis found the fan-out calls, so it reads the jars"
+
+
+def test_processor_actions_are_found_by_reading_the_service_code():
+    modules = {str(path.relative_to(REPO)) for path in service_modules()}
+    assert {"consumer/sink.py", "consumer/shard.py", "consumer/model_store.py"} <= modules
+    assert not {"consumer/replay.py", "consumer/tail.py"} & modules, "tools are not part of the service"
+    assert "kinesis:PutRecords" in processor_actions()
+
+
+def test_policy_grants_exactly_the_actions_the_service_calls():
+    needed = (daemon_actions() - FANOUT_ONLY) | processor_actions() | model_download_actions()
+    assert granted() == needed, {"missing": sorted(needed - granted()), "not used": sorted(granted() - needed)}
+
+
+def test_policy_has_no_wildcard_actions_and_arn_resources():
+    for statement in statements():
+        assert statement["Effect"] == "Allow"
+        assert not any("*" in action for action in as_list(statement["Action"]))
+        for resource in as_list(statement["Resource"]):
+            if resource == "*":
+                (action,) = as_list(statement["Action"])
+                assert action in NO_RESOURCE_LEVEL
+                assert NO_RESOURCE_LEVEL[action] in statement["Condition"]["StringEquals"]
+            else:
+                assert resource.startswith("arn:aws:") and not resource.endswith(":*")
+
+
+def test_resources_are_the_streams_table_and_namespace_the_manifests_name():
+    settings = settings_configmap()
+    region, account = settings["AWS_REGION"], task_definition()["taskRoleArn"].split(":")[4]
+
+    def stream(name: str) -> str:
+        return f"arn:aws:kinesis:{region}:{account}:stream/{name}"
+
+    by_action: dict[str, set[str]] = {}
+    for statement in statements():
+        for action in as_list(statement["Action"]):
+            by_action.setdefault(action, set()).update(as_list(statement["Resource"]))
+    for action in daemon_actions() - FANOUT_ONLY:
+        if action.startswith("kinesis:"):
+            assert by_action[action] == {stream(settings["INPUT_STREAM_NAME"])}, action
+        if action.startswith("dynamodb:"):
+            table = f"arn:aws:dynamodb:{region}:{account}:table/{settings['KCL_APPLICATION_NAME']}"
+            assert by_action[action] == {table}, action
+    assert by_action["kinesis:PutRecords"] == {
+        stream(settings["PREDICTIONS_STREAM_NAME"]),
+        stream(settings["DEAD_LETTER_STREAM_NAME"]),
+    }
+    (metrics,) = [s for s in statements() if "cloudwatch:PutMetricData" in as_list(s["Action"])]
+    # The KCL publishes under its application name (ConfigsBuilder: namespace = applicationName).
+    assert metrics["Condition"]["StringEquals"]["cloudwatch:namespace"] == settings["KCL_APPLICATION_NAME"]
+    (keda,) = statements(KEDA_POLICY)
+    assert keda["Resource"] == stream(settings["INPUT_STREAM_NAME"])
+
+
+@pytest.mark.parametrize("path", [POLICY, KEDA_POLICY], ids=lambda path: path.name)
+def test_policy_passes_parliament(static_tools, path):
+    """Known actions, resource ARNs of the type each action takes, condition keys the action supports."""
+    result = subprocess.run(
+        [static_tools / "parliament", "--json", "--string", path.read_text()],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    findings = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    assert findings == [], findings
+    assert result.returncode == 0, result.stderr
