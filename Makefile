@@ -4,7 +4,7 @@ PY := .venv/bin/python
 PIPENV_VERSION := 2026.10.3
 export PIPENV_VENV_IN_PROJECT := 1
 
-.PHONY: setup test container-test demo lint dashboard lock clean
+.PHONY: setup test container-test demo bench lint dashboard lock clean
 
 ## setup: .venv with the locked packages, amazon-kclpy with the pinned KCL jars, the emulators
 setup:
@@ -22,6 +22,10 @@ container-test: setup
 ## demo: the end-to-end demo (state in .local/)
 demo: setup
 	$(PY) -m consumer demo
+
+## bench: the benchmark (README "Performance"): a table on stdout, JSON in .local/bench/ (BENCH_ARGS=--quick)
+bench: setup
+	$(PY) -m consumer bench $(BENCH_ARGS)
 
 ## lint: ruff
 lint: setup

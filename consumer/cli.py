@@ -196,6 +196,40 @@ def demo(rides: int, trips: str | None, local_dir: Path | None) -> None:
     sys.exit(run_demo(rides=rides, trips=trips or DEFAULT_TRIPS, local_dir=local_dir or LOCAL_DIR))
 
 
+@cli.command()
+@click.option("--quick", is_flag=True, help="One short run of every section (the CI smoke, ~2 minutes).")
+@click.option("--runs", type=int, default=None, help="Runs per figure (medians are reported). Default 3, quick 1.")
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The JSON report (default .local/bench/bench.json, or bench-quick.json).",
+)
+@click.option("--data", "trips", default=None, help="TLC parquet (path or URL); its last week is ridden.")
+@click.option(
+    "--work-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Keep the run's files (logs of every process) here instead of a temporary folder.",
+)
+def bench(quick: bool, runs: int | None, output: Path | None, trips: str | None, work_dir: Path | None) -> None:
+    """Benchmark: Lambda-style baseline vs the processor (MultiLang protocol), latency and memory on the daemon."""
+    import dataclasses
+    import tempfile
+
+    from consumer.bench import BenchConfig, run_bench
+    from consumer.demo import LOCAL_DIR
+
+    configure_logging("WARNING", component="bench")
+    output = output or LOCAL_DIR / "bench" / ("bench-quick.json" if quick else "bench.json")
+    with tempfile.TemporaryDirectory(prefix="consumer-bench-") as temporary:
+        work = work_dir or Path(temporary)
+        config = BenchConfig.quick_run(output, work) if quick else BenchConfig(output, work)
+        if runs is not None:
+            config = dataclasses.replace(config, runs=runs)
+        run_bench(config, trips=trips)
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         cli.main(args=argv, prog_name="python -m consumer", standalone_mode=False)

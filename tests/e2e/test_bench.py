@@ -1,0 +1,53 @@
+"""The shipped benchmark runs from the command line in its quick mode and reports every section.
+
+Only the shape of the report is checked, never a figure: timings depend on the machine and on its load."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from consumer.bench import SECTIONS
+from consumer.demo import DEFAULT_TRIPS
+from consumer.kcl import PROJECT_ROOT
+
+pytestmark = pytest.mark.skipif(DEFAULT_TRIPS.startswith("http"), reason="the January 2022 TLC file is not here")
+
+
+def test_quick_bench_writes_every_section_and_prints_the_table(tmp_path):
+    output = tmp_path / "bench.json"
+
+    done = subprocess.run(
+        [sys.executable, "-m", "consumer", "bench", "--quick", "--output", str(output)],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+    assert done.returncode == 0, done.stderr[-4000:]
+    report = json.loads(output.read_text())
+    assert list(report) == list(SECTIONS)
+    assert report["model"]["model_path"] == "onnx"
+    assert {"rides", "max_abs_diff_minutes", "tolerance_minutes"} <= report["model"]["agreement"].keys()
+    assert {"rides_per_second", "rides_per_second_without_put", "predict_ms_per_ride"} <= report[
+        "lambda_baseline"
+    ].keys()
+    for variant in ("onnx_null_sink", "onnx_emulator", "sklearn_null_sink", "sklearn_emulator"):
+        assert {"rides_per_second", "rides_per_cpu_second", "runs"} <= report["processor"][variant].keys()
+    assert [row["max_records"] for row in report["batch_size"]] == [100, 1_000, 10_000]
+    assert [row["shards"] for row in report["shards"]] == [1, 2]
+    assert {"fork_server_emulator", "plain_process_emulator", "fork_server_null_sink", "plain_process_null_sink"} <= (
+        report["cold_start"].keys()
+    )
+    daemon = report["daemon"]["fork_server"]
+    assert daemon["latency_ms"]["count"] > 0
+    assert len(daemon["memory"]["workers"]) == len(daemon["memory"]["record_processors"]) == 2
+    assert {"uss_mb", "pss_mb", "rss_mb"} <= daemon["per_shard"].keys()
+    assert set(daemon["initialize_to_first_prediction_seconds"]) == {"shardId-000000000000", "shardId-000000000001"}
+    assert set(daemon["lease_to_first_prediction_seconds"]) == {"shardId-000000000000", "shardId-000000000001"}
+    assert all({"figure", "value", "goal", "met"} <= goal.keys() for goal in report["goals"])
+    assert "| Goal | Measured | Target | Met |" in done.stdout
