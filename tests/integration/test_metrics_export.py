@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from consumer.health import HealthServer, LauncherState
 from consumer.kcl import PROJECT_ROOT
 from consumer.metrics import scrape_registry
+from consumer.settings import load_settings
 
 #: A shard process in miniature: the processor's meter, in multiprocess mode, until its stdin closes.
 SHARD_PROCESS = """
@@ -204,3 +205,27 @@ def test_metrics_serves_every_shard_process_and_the_launcher(server, daemon, fol
     model = (("name", "ride-duration"), ("uri", "models:/ride-duration@production"), ("version", "3"))
     assert values["ride_consumer_model_info", model] == 1
     assert get(f"http://127.0.0.1:{health.port}/other")[0] == 404
+
+
+def test_a_metrics_port_already_taken_stops_start_up_naming_the_setting(env_settings, folder):
+    import socket
+
+    from consumer.errors import DaemonSetupError
+    from consumer.launcher import _start_health_server
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env_settings.setenv("METRICS_HOST", "127.0.0.1")
+        env_settings.setenv("METRICS_PORT", str(taken.getsockname()[1]))
+        with pytest.raises(DaemonSetupError, match=r"METRICS_PORT=\d+: cannot serve metrics on 127.0.0.1"):
+            _start_health_server(load_settings(), LauncherState(folder))
+
+
+@pytest.fixture
+def env_settings(monkeypatch):
+    from tests.unit.conftest import REQUIRED
+
+    for name, value in REQUIRED.items():
+        monkeypatch.setenv(name, value)
+    return monkeypatch
