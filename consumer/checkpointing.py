@@ -3,7 +3,9 @@
 The daemon answers a checkpoint request with the name of the Java exception it hit, if any:
 
 - ``ThrottlingException`` / ``KinesisClientLibDependencyException``: DynamoDB is busy or briefly unreachable;
-  back off and try again, a bounded number of times.
+  back off and try again, a bounded number of times. ``RuntimeException`` too: that is how KCL 2.5 reports a
+  lease table it cannot reach at all (connection refused or timed out, an SDK client error it wraps); the budget
+  (8 attempts, at least 16 s of backoff) rides out a lease store restart.
 - ``ShutdownException``: the lease is gone (another worker has the shard). Stop; the new owner replays from the
   last checkpoint, so nothing is lost.
 - ``InvalidStateException`` and anything unknown: the lease table or the daemon is broken; fail loudly.
@@ -17,13 +19,13 @@ from enum import Enum
 from typing import Any, Protocol
 
 from amazon_kclpy.checkpoint_error import CheckpointError
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from consumer.errors import CheckpointFailed
 
 __all__ = ["Checkpointed", "Checkpointer", "checkpoint"]
 
-RETRYABLE = frozenset({"ThrottlingException", "KinesisClientLibDependencyException"})
+RETRYABLE = frozenset({"ThrottlingException", "KinesisClientLibDependencyException", "RuntimeException"})
 LEASE_GONE = "ShutdownException"
 
 
@@ -61,7 +63,7 @@ def checkpoint(
     sequence_number: str | None = None,
     sub_sequence_number: int | None = None,
     *,
-    max_attempts: int = 6,
+    max_attempts: int = 8,
     backoff_max_seconds: float = 5.0,
     sleep: Callable[[float], None] = time.sleep,
     log: Any = None,
@@ -69,7 +71,8 @@ def checkpoint(
     """Checkpoint at ``sequence_number`` (the end of the delivered records when None) under the policy above."""
     retrying = Retrying(
         stop=stop_after_attempt(max_attempts),
-        wait=wait_random_exponential(multiplier=0.2, max=backoff_max_seconds),
+        # 0.2, 0.4, ... 5 s plus up to 0.5 s of jitter: a floor under the total wait, unlike full jitter.
+        wait=wait_exponential_jitter(multiplier=0.2, max=backoff_max_seconds, jitter=0.5),
         retry=retry_if_exception(_is_retryable),
         sleep=sleep,
         before_sleep=_log_retry(log) if log is not None else None,
