@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from types import FrameType
 
+import structlog
+
 from consumer import fastpath
 from consumer.errors import DaemonSetupError
 from consumer.forkclient import SOCKET_VARIABLE
@@ -63,9 +65,10 @@ def prepare_daemon(
     started = time.perf_counter()
     prepared = prepare(settings.model_uri, settings.model_cache_dir)
     seconds = time.perf_counter() - started
+    metadata = json.loads((prepared / METADATA_FILE).read_text(encoding="utf-8"))
+    structlog.contextvars.bind_contextvars(model_version=str(metadata["version"]))  # on every later launcher line
     log.info("model_prepared", model_uri=settings.model_uri, path=str(prepared), seconds=round(seconds, 2))
     if state is not None:
-        metadata = json.loads((prepared / METADATA_FILE).read_text(encoding="utf-8"))
         state.model_prepared(
             {
                 "name": metadata.get("name") or "",

@@ -245,5 +245,15 @@ def test_prometheus_sees_what_the_ledger_says(
     lines = consumer.log_path.read_text().splitlines()
     not_json = [line for line in lines if not is_json_object(line)]
     assert not not_json, not_json[:5]
-    components = Counter(json.loads(line).get("component") for line in lines)
-    assert {"launcher", "kcl", "record_processor"} <= set(components), components
+    events = [json.loads(line) for line in lines]
+    assert {"launcher", "kcl", "record_processor"} <= {event.get("component") for event in events}
+    [started] = [event for event in events if event["event"] == "daemon_started"]
+    assert started["model_version"] == registered_model.version
+    batches = [event for event in events if event["event"] == "batch_done"]
+    assert batches and all(
+        event["model_version"] == registered_model.version
+        and event["shard_id"] in arrivals
+        and event["batch_size"] <= MAX_RECORDS
+        and int(event["first_sequence_number"]) <= int(event["last_sequence_number"])
+        for event in batches
+    )
