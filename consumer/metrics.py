@@ -19,6 +19,7 @@ Two kinds of process publish them:
 from __future__ import annotations
 
 import collections
+import contextlib
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -358,7 +359,8 @@ def forget_dead_processes(directory: Path) -> list[int]:
         }
     )
     for pid in dead:
-        mark_process_dead(pid, str(directory))
+        with contextlib.suppress(FileNotFoundError):  # a scrape and a probe may sweep at the same moment
+            mark_process_dead(pid, str(directory))
     return dead
 
 
