@@ -187,7 +187,7 @@ class ConsumerProcess:
             started = []
         self.process.kill()
         for process in started:
-            with contextlib.suppress(psutil.NoSuchProcess):
+            with contextlib.suppress(psutil.NoSuchProcess, ProcessLookupError):
                 if process.pid == os.getpgid(process.pid):  # the daemon: the launcher gives it a session of its own
                     os.killpg(process.pid, signal.SIGKILL)
                 process.kill()
