@@ -21,7 +21,7 @@ import boto3
 import pytest
 
 from consumer.demo import DEFAULT_TRIPS, LOCAL_KCL_PROPERTIES, ConsumerProcess, consumer_env, wait_for
-from consumer.ledger import Ledger, format_ledger, read_ledger
+from consumer.ledger import Ledger, format_ledger, read_ledger, read_stream
 from consumer.localstack import EmulatorNotInstalled, LocalStack
 from consumer.replay import ReplaySummary, replay
 from consumer.streams import KinesisClient
@@ -36,13 +36,12 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     if not FIGURES:
         return
     terminalreporter.section("fault suite: the ledger of each scenario")
-    header = f"{'scenario':<44} {'in':>6} {'predicted':>9} {'dead':>6} {'dup':>5} {'missing':>7} {'seconds':>7}"
-    terminalreporter.write_line(header)
+    width = max(len(row["scenario"]) for row in FIGURES)
+    columns = ("in", "predicted", "dead_lettered", "duplicated", "missing", "seconds")
+    terminalreporter.write_line(f"{'scenario':<{width}} " + " ".join(f"{name:>13}" for name in columns))
     for row in FIGURES:
-        terminalreporter.write_line(
-            f"{row['scenario']:<44} {row['in']:>6} {row['predicted']:>9} {row['dead_lettered']:>6} "
-            f"{row['duplicated']:>5} {row['missing']:>7} {row['seconds']:>7.0f}"
-        )
+        values = " ".join(f"{row[name]:>13.0f}" for name in columns)
+        terminalreporter.write_line(f"{row['scenario']:<{width}} {values}")
 
 
 @pytest.fixture(scope="session")
@@ -183,6 +182,8 @@ class Scenario:
                 "AWS_ENDPOINT_URL_KINESIS": self.proxy.endpoint,
                 "KCL_EXTRA_PROPERTIES": json.dumps(properties),
                 "MODEL_CACHE_DIR": self.models.cache_dir,
+                # Its own rendered properties (workerId!) and fork-server socket: workers must not share them.
+                "CONSUMER_WORK_DIR": str(self.work_dir / self.application / f"{worker_id}-{len(self.consumers)}"),
                 **extra,
             },
         )
@@ -200,9 +201,9 @@ class Scenario:
         return read_ledger(self.kinesis, self.input, self.predictions, self.dead_letters, timeout=60)
 
     def outputs(self) -> int:
-        """How many events (predictions and dead letters) have come out so far."""
-        counts = self.ledger().counts
-        return counts["in"] - counts["missing"] - counts["in_flight"]
+        """How many input records have an event (a prediction or a dead letter) so far."""
+        events = read_stream(self.kinesis, self.predictions) + read_stream(self.kinesis, self.dead_letters)
+        return len({record.event["event_id"] for record in events})
 
     def wait_for_outputs(self, at_least: int, *, timeout: float = 120) -> None:
         """Until at least ``at_least`` input records have an event; fail with the consumers' logs otherwise."""
@@ -210,12 +211,26 @@ class Scenario:
         assert reached, f"fewer than {at_least} records came out within {timeout:g} s\n{self.tails()}"
 
     def wait_until_accounted(self, expected: int, *, timeout: float = 180) -> Ledger:
-        """Until all ``expected`` input records have an event and nothing is missing; return that ledger."""
+        """Until all ``expected`` input records have an event, nothing is missing and every lease is checkpointed at
+        its shard's last record (or SHARD_END): a batch replayed after a fault has then been written again too.
+        Return that ledger."""
 
         def settled() -> Ledger | None:
             ledger = self.ledger()
             counts = ledger.counts
-            return ledger if counts["in"] >= expected and counts["missing"] == 0 else None
+            if counts["in"] < expected or counts["missing"]:
+                return None
+            last = {fate.shard_id: fate.sequence_number for fate in ledger.records}
+            try:
+                leases = self.leases()
+            except Exception:  # noqa: BLE001 - the lease store may be restarting; ask again
+                return None
+            done = all(
+                lease["checkpoint"] in (last.get(shard), "SHARD_END")
+                or (shard not in last and lease["checkpoint"] == "TRIM_HORIZON")
+                for shard, lease in leases.items()
+            )
+            return ledger if done else None
 
         ledger = wait_for(settled, timeout=timeout, interval=2.0)
         if ledger is None:
