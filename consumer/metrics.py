@@ -315,14 +315,14 @@ class LauncherCollector(Collector):
         if model is not None:
             info.add_metric([model.get("name") or "", model["version"], model["uri"]], 1)
         yield info
+        scoring_path = GaugeMetricFamily(
+            f"{PREFIX}_model_path_info",
+            "How the shards score (value 1): model_path=onnx (the compiled fast path) or sklearn (the pipeline).",
+            labels=["model_path"],
+        )
         if model is not None and model.get("model_path"):
-            scoring_path = GaugeMetricFamily(
-                f"{PREFIX}_model_path_info",
-                "How the shards score (value 1): model_path=onnx (the compiled fast path) or sklearn (the pipeline).",
-                labels=["model_path"],
-            )
             scoring_path.add_metric([model["model_path"]], 1)
-            yield scoring_path
+        yield scoring_path
         if facts.model_load_seconds is not None:
             yield GaugeMetricFamily(
                 f"{PREFIX}_model_load_duration_seconds",
