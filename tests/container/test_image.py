@@ -155,6 +155,8 @@ def test_container_scores_rides_read_only_as_uid_10001_and_drains_on_podman_stop
         assert status == 200, health
         status, ready = http_get(f"http://127.0.0.1:{metrics_port}/readyz")
         assert status == 200, ready
+        healthcheck = podman("healthcheck", "run", name, check=False)  # the image's HEALTHCHECK, for docker run
+        assert healthcheck.returncode == 0, healthcheck.stdout + healthcheck.stderr
         status, text = http_get(f"http://127.0.0.1:{metrics_port}/metrics")
         assert status == 200
         metrics = metric_values(text)
