@@ -4,7 +4,7 @@ PY := .venv/bin/python
 PIPENV_VERSION := 2026.10.3
 export PIPENV_VENV_IN_PROJECT := 1
 
-.PHONY: setup test container-test demo bench lint dashboard lock clean
+.PHONY: setup test test-faults container-test demo bench lint dashboard lock clean
 
 ## setup: .venv with the locked packages, amazon-kclpy with the pinned KCL jars, the emulators
 setup:
@@ -13,6 +13,11 @@ setup:
 ## test: the whole test suite (PYTEST_ARGS="-k foo" to narrow it)
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+## test-faults: the fault suite (README "Delivery guarantees"): kills, throttling, resharding... on the real daemon,
+## each judged by the record ledger; about 12 minutes, so not part of `make test`
+test-faults: setup
+	$(PY) -m pytest tests/faults -m faults $(PYTEST_ARGS)
 
 ## container-test: build the Dockerfile with podman and run the image against the emulators (root; installs
 ## podman and makes the stand-in base image on first use: scripts/container_setup.sh)
