@@ -127,28 +127,24 @@ class Ledger:
         }
 
     @property
-    def complete(self) -> bool:
-        """Every record settled as exactly one kind of outcome, every event belongs to its record, order kept.
-        Duplicates are allowed (at-least-once); records still in flight are not complete."""
+    def sound(self) -> bool:
+        """No record lost or decided twice, every event belongs to its record, order kept. Duplicates are allowed
+        (at-least-once), and so are records still in flight."""
         counts = self.counts
-        return not any(
-            counts[name]
-            for name in (
-                Outcome.CONFLICTING.value,
-                Outcome.MISSING.value,
-                Outcome.IN_FLIGHT.value,
-                "unmatched",
-                "mismatched",
-                "undecodable",
-                "order_violations",
-            )
-        )
+        problems = (Outcome.CONFLICTING.value, Outcome.MISSING.value, "unmatched", "mismatched", "undecodable")
+        return not any(counts[name] for name in (*problems, "order_violations"))
+
+    @property
+    def complete(self) -> bool:
+        """Sound, and every record has its event (none in flight)."""
+        return self.sound and not self.counts[Outcome.IN_FLIGHT.value]
 
     def as_dict(self, *, examples: int = 10) -> dict[str, Any]:
         """The counts, the dead-letter reasons and up to ``examples`` ids of each kind of problem."""
         return {
             "counts": self.counts,
             "reasons": dict(sorted(self.reasons.items())),
+            "sound": self.sound,
             "complete": self.complete,
             "examples": {
                 "missing": self.ids(Outcome.MISSING)[:examples],
@@ -346,6 +342,14 @@ def read_ledger(
     )
 
 
+def _verdict(ledger: Ledger) -> str:
+    if ledger.complete:
+        return "every record accounted for"
+    if ledger.sound:
+        return f"every settled record accounted for ({ledger.counts[Outcome.IN_FLIGHT.value]} in flight)"
+    return "NOT every record is accounted for"
+
+
 def format_ledger(ledger: Ledger, *, examples: int = 5) -> str:
     """The ledger as a short report for people."""
     counts = ledger.counts
@@ -362,8 +366,7 @@ def format_ledger(ledger: Ledger, *, examples: int = 5) -> str:
         f"mismatched events:  {counts['mismatched']}  (content of another record)",
         f"undecodable events: {counts['undecodable']}",
         f"order violations:   {counts['order_violations']}  (a child shard written before its parent finished)",
-        "result:             "
-        + ("every record accounted for" if ledger.complete else "NOT every record is accounted for"),
+        "result:             " + _verdict(ledger),
     ]
     problems = ledger.as_dict(examples=examples)["examples"]
     for name, ids in problems.items():

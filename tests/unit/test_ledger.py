@@ -121,3 +121,11 @@ def test_the_report_names_the_missing_records():
     assert "missing:            2" in report
     assert ledger.ids(Outcome.MISSING)[0] in report
     assert "NOT every record" in report
+
+
+def test_records_in_flight_leave_the_ledger_sound_but_not_complete():
+    fresh = an_input("shardId-000000000000", 300, ride_payload(9), age=timedelta(seconds=2))
+    ledger = build_ledger([RIDES[0], fresh], [predicted(RIDES[0])], [], settle=timedelta(seconds=30), now=NOW)
+    assert ledger.sound
+    assert not ledger.complete
+    assert "1 in flight" in format_ledger(ledger)
