@@ -26,6 +26,7 @@ what else runs on it: the machine's load average is recorded at the start and th
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import platform
@@ -640,17 +641,27 @@ def _log_events(path: Path, event: str) -> Iterator[dict[str, Any]]:
                 yield parsed
 
 
-def _lease_times(path: Path) -> dict[str, float]:
-    """When this worker took each shard's lease: the daemon's "Transferred lease <shard> ownership" lines."""
-    taken: dict[str, float] = {}
+#: Lines of the daemon's log that mark a shard's steps (KCL 2.5.8 wording), the shard id in the first group.
+_LEASE_TAKEN = re.compile(r"Transferred lease (shardId-\d+) ownership")
+_CONSUMER_CREATED = re.compile(r"Created new shardConsumer for : ShardInfo\(.*shardId=(shardId-\d+)")
+_INITIALIZE_SENT = re.compile(r":(shardId-\d+) : Starting Prefetching thread")
+
+
+def _daemon_times(path: Path, pattern: re.Pattern[str]) -> dict[str, float]:
+    """When the daemon's log first says ``pattern`` of each shard."""
+    found: dict[str, float] = {}
     for line in path.read_bytes().splitlines():
-        if b"Transferred lease" not in line or not line.startswith(b"{"):
+        if not line.startswith(b'{"timestamp"'):
             continue
         event = orjson.loads(line)
-        match = re.search(r"Transferred lease (\S+) ownership", str(event.get("event", "")))
-        if match and match.group(1) not in taken:
-            taken[match.group(1)] = _seconds(event["timestamp"])
-    return taken
+        match = pattern.search(str(event.get("event", "")))
+        if match and match.group(1) not in found:
+            found[match.group(1)] = _seconds(event["timestamp"])
+    return found
+
+
+def _after(first: dict[str, float], then: dict[str, float]) -> dict[str, float]:
+    return {shard: round(then[shard] - at, 3) for shard, at in first.items() if shard in then}
 
 
 def _seconds(timestamp: str) -> float:
@@ -664,6 +675,30 @@ def _quantiles(values: Sequence[float]) -> dict[str, float]:
         return round(ordered[min(len(ordered) - 1, int(p * len(ordered)))], 1)
 
     return {"count": len(ordered), "p50": q(0.50), "p90": q(0.90), "p99": q(0.99), "max": round(ordered[-1], 1)}
+
+
+class _CpuShare:
+    """CPU used by processes (each with its children) since creation, in cores (1.0 = one core all the time)."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self._processes = {name: psutil.Process(pid) for name, pid in pids.items()}
+        self._started = time.monotonic()
+        self._before = {name: self._cpu(process) for name, process in self._processes.items()}
+
+    @staticmethod
+    def _cpu(process: psutil.Process) -> float:
+        total = 0.0
+        for one in [process, *process.children(recursive=True)]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                total += sum(one.cpu_times()[:2])
+        return total
+
+    def shares(self) -> dict[str, float]:
+        seconds = time.monotonic() - self._started
+        return {
+            name: round((self._cpu(process) - self._before[name]) / seconds, 2)
+            for name, process in self._processes.items()
+        }
 
 
 class _Producer:
@@ -742,15 +777,18 @@ def _daemon_run(
             raise RuntimeError(f"the preloaded rides did not all come out:\n{consumer.tail()}")
         expected = len(preload)
         memory: dict[str, Any] = {}
+        cpu_share: dict[str, dict[str, float]] = {}
         for phase, rate in enumerate(config.latency_rates, start=1):
             _say(f"daemon ({mode}): latency at {rate} rides/s for {config.latency_seconds:g} s")
             count = int(rate * config.latency_seconds)
             producer = _Producer(client, names["input"], rides.cycle(count, start_id=phase * _PHASE_IDS), rate)
+            busy = _CpuShare({"kinesis-local": stack.pids["kinesis-local"], "consumer": consumer.process.pid})  # type: ignore[union-attr]
             producer.start()
             time.sleep(config.latency_seconds / 2)
             if rate == max(config.latency_rates):
                 memory = _pod_memory(consumer.process.pid)  # type: ignore[union-attr]
             producer.join()
+            cpu_share[str(rate)] = busy.shares()
             expected += count
             if not wait_for(drained(expected), timeout=120, interval=0.2):
                 raise RuntimeError(f"not every ride came out ({len(predictions)}):\n{consumer.tail()}")
@@ -770,17 +808,24 @@ def _daemon_run(
     log = work / "consumer.log"
     initialized = {e["shard_id"]: _seconds(e["timestamp"]) for e in _log_events(log, "shard_initialized")}
     to_first = {shard: round(first[shard] - at, 3) for shard, at in initialized.items() if shard in first}
-    leased = _lease_times(log)
+    leased = _daemon_times(log, _LEASE_TAKEN)
+    started = _daemon_times(log, _INITIALIZE_SENT)
     return {
         "fork_server": fork_server,
         "shards": config.daemon_shards,
         "idle_time_between_reads_ms": 250,
         "latency_ms": {str(rate): _quantiles(values) for rate, values in latencies.items()},
+        "cpu_cores_busy_while_producing": cpu_share,
         "initialize_to_first_prediction_seconds": to_first,
         "lease_to_initialize_seconds": {
             s: round(initialized[s] - at, 3) for s, at in leased.items() if s in initialized
         },
         "lease_to_first_prediction_seconds": {s: round(first[s] - at, 3) for s, at in leased.items() if s in first},
+        # The daemon's own steps, from its log: the shard consumer is created on the scheduler's next loop after
+        # the lease, and initialize (the record processor's start) runs on the loop after that.
+        "lease_to_shard_consumer_seconds": _after(leased, _daemon_times(log, _CONSUMER_CREATED)),
+        "lease_to_initialize_sent_seconds": _after(leased, started),
+        "initialize_sent_to_initialized_seconds": _after(started, initialized),
         "memory": memory,
         "per_shard": _per_shard(memory),
     }
@@ -914,10 +959,12 @@ def format_table(report: dict[str, Any]) -> str:
         shard = run["per_shard"]
         mem = run["memory"]
         for rate, latency in run["latency_ms"].items():
+            busy = run["cpu_cores_busy_while_producing"].get(rate, {})
             lines.append(
                 f"| daemon ({mode}): latency put -> prediction at {rate} rides/s | p50 {latency['p50']:.0f} ms, "
                 f"p90 {latency['p90']:.0f} ms, p99 {latency['p99']:.0f} ms, max {latency['max']:.0f} ms "
-                f"({latency['count']} rides) |"
+                f"({latency['count']} rides); CPU cores busy: kinesis-local {busy.get('kinesis-local', 0):.2f}, "
+                f"the consumer's processes {busy.get('consumer', 0):.2f} |"
             )
         lines.append(
             f"| daemon ({mode}): per additional shard | USS {shard['uss_mb']} MB, PSS {shard['pss_mb']} MB, "
@@ -930,7 +977,10 @@ def format_table(report: dict[str, Any]) -> str:
             + (f", fork server {server['rss_mb']} / {server['uss_mb']} MB |" if server else " |")
         )
         for key, label in (
-            ("lease_to_initialize_seconds", "lease taken -> initialize"),
+            ("lease_to_shard_consumer_seconds", "lease taken -> shard consumer created (daemon)"),
+            ("lease_to_initialize_sent_seconds", "lease taken -> initialize task started (daemon)"),
+            ("initialize_sent_to_initialized_seconds", "initialize task started -> answered (processor start)"),
+            ("lease_to_initialize_seconds", "lease taken -> initialize answered"),
             ("initialize_to_first_prediction_seconds", "initialize -> first prediction"),
             ("lease_to_first_prediction_seconds", "lease taken -> first prediction"),
         ):

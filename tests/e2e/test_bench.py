@@ -49,5 +49,7 @@ def test_quick_bench_writes_every_section_and_prints_the_table(tmp_path):
     assert {"uss_mb", "pss_mb", "rss_mb"} <= daemon["per_shard"].keys()
     assert set(daemon["initialize_to_first_prediction_seconds"]) == {"shardId-000000000000", "shardId-000000000001"}
     assert set(daemon["lease_to_first_prediction_seconds"]) == {"shardId-000000000000", "shardId-000000000001"}
+    for step in ("lease_to_shard_consumer_seconds", "lease_to_initialize_sent_seconds", "lease_to_initialize_seconds"):
+        assert step in daemon
     assert all({"figure", "value", "goal", "met"} <= goal.keys() for goal in report["goals"])
     assert "| Goal | Measured | Target | Met |" in done.stdout
