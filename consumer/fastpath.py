@@ -238,8 +238,13 @@ def _parts(pipeline: Any) -> tuple[Any, Any]:
     from sklearn.pipeline import Pipeline
     from sklearn.tree import DecisionTreeRegressor, ExtraTreeRegressor
 
-    trees = (RandomForestRegressor, ExtraTreesRegressor, GradientBoostingRegressor, DecisionTreeRegressor)
-    trees += (ExtraTreeRegressor,)
+    trees = (
+        RandomForestRegressor,
+        ExtraTreesRegressor,
+        GradientBoostingRegressor,
+        DecisionTreeRegressor,
+        ExtraTreeRegressor,
+    )
     steps = [step for _, step in pipeline.steps] if isinstance(pipeline, Pipeline) else [pipeline]
     steps = [step for step in steps if step not in (None, "passthrough")]
     names = [type(step).__name__ for step in steps]
