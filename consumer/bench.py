@@ -916,9 +916,18 @@ def _goals(report: dict[str, Any]) -> list[dict[str, Any]]:
     goals = []
     for figure, value, target, direction in rows:
         met = value is not None and (value >= target if direction == ">=" else value <= target)
-        shown = None if value is None else (value if abs(value) < 10 else round(value))
-        goals.append({"figure": figure, "value": shown, "goal": f"{direction} {target:g}", "met": met})
+        shown = None if value is None else _shown(value)
+        goals.append({"figure": figure, "value": shown, "goal": f"{direction} {target:,g}", "met": met})
     return goals
+
+
+def _shown(value: float) -> float:
+    """A figure for the goals table: whole numbers from 10 up, two decimals below, two digits under 0.01."""
+    if abs(value) >= 10:
+        return round(value)
+    if abs(value) >= 0.01:
+        return round(value, 2)
+    return float(f"{value:.2g}")
 
 
 def _rate(value: float | None) -> str:
@@ -1019,7 +1028,9 @@ def format_table(report: dict[str, Any]) -> str:
         )
     lines += ["", "| Goal | Measured | Target | Met |", "|---|---|---|---|"]
     for goal in report["goals"]:
-        lines.append(f"| {goal['figure']} | {goal['value']} | {goal['goal']} | {'yes' if goal['met'] else 'no'} |")
+        value = goal["value"]
+        shown = f"{value:,}" if isinstance(value, int) else str(value)
+        lines.append(f"| {goal['figure']} | {shown} | {goal['goal']} | {'yes' if goal['met'] else 'no'} |")
     machine = report["machine"]
     lines.append("")
     lines.append(
