@@ -14,6 +14,7 @@ PROMETHEUS_MULTIPROC_DIR, which it hands to the daemon (and so to every shard pr
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -187,6 +188,10 @@ def _run(settings: Settings, state: LauncherState) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         relay.join(timeout=5)
+        # A record processor the daemon left behind (e.g. hung in a call when timeoutInSeconds halted the JVM)
+        # would outlive it and keep writing; the daemon started them all in its own process group.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(daemon.pid, signal.SIGKILL)
         if fork_server is not None:
             fork_server.stop()  # after the daemon: every record processor, and so every worker, has ended
 
