@@ -7,6 +7,7 @@ import json
 import time
 from datetime import UTC, datetime
 
+import psutil
 import pytest
 
 from consumer.demo import wait_for
@@ -151,17 +152,22 @@ def test_a_restarted_lease_store_with_its_data_recovers_without_a_restart(scenar
     assert wait_for(lambda: {s: lease["checkpoint"] for s, lease in run.leases().items()} == final, timeout=30)
 
 
-def test_a_hung_processor_halts_the_daemon_after_timeout_in_seconds_and_the_restart_replays(scenario):
+@pytest.mark.parametrize("fork_server", ["true", "false"])
+def test_a_hung_processor_halts_the_daemon_after_timeout_in_seconds_and_the_restart_replays(scenario, fork_server):
     run = scenario(input_shards=1)
     # timeoutInSeconds=5 here (180 in production) so the daemon gives up before the sink's own 10 s read timeout.
-    hung = run.start(KCL_EXTRA_PROPERTIES=json.dumps({"timeoutInSeconds": "5"}))
+    hung = run.start(KCL_EXTRA_PROPERTIES=json.dumps({"timeoutInSeconds": "5"}), SHARD_FORK_SERVER=fork_server)
     warmed_up(run)
     held = run.proxy.add(HoldCalls(run.predictions, calls=1, max_seconds=60))
     load = run.load(300, rate=1000, start_ride_id=1001)
     assert held.holding.wait(60), run.tails()
+    assert hung.process is not None
+    started_by_it = psutil.Process(hung.process.pid).children(recursive=True)  # the hung processor among them
 
     assert wait_for(lambda: not hung.running(), timeout=60), run.tails()
-    assert hung.process is not None and hung.process.returncode == 1
+    assert hung.process.returncode == 1
+    left = [p for p in started_by_it if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert left == [], f"processes outlived the halted daemon: {[p.cmdline() for p in left]}"
     assert "Timedout to get status message for processRecords" in hung.log_path.read_text()
     held.release()
 
