@@ -16,6 +16,7 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,9 +39,10 @@ def skip_or_fail(reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
-def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    stack = LocalStack(tmp_path_factory.mktemp("localstack"), node_modules=node_modules())
+def running_stack(work_dir: Path, **options: Any) -> Iterator[LocalStack]:
+    """A started LocalStack for a fixture to yield from (skipped or failed as above when not installed); its
+    logs are kept in ``work_dir``."""
+    stack = LocalStack(work_dir, node_modules=node_modules(), **options)
     try:
         stack.start()
     except EmulatorNotInstalled as exc:
@@ -49,6 +51,11 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
         yield stack
     finally:
         stack.stop(keep_work_dir=True)
+
+
+@pytest.fixture(scope="session")
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    yield from running_stack(tmp_path_factory.mktemp("localstack"))
 
 
 @pytest.fixture

@@ -22,11 +22,11 @@ import pytest
 
 from consumer.demo import DEFAULT_TRIPS, LOCAL_KCL_PROPERTIES, ConsumerProcess, consumer_env, wait_for
 from consumer.ledger import Ledger, format_ledger, read_ledger, read_stream
-from consumer.localstack import EmulatorNotInstalled, LocalStack
+from consumer.localstack import LocalStack
 from consumer.replay import ReplaySummary, replay
 from consumer.streams import KinesisClient
 from tests.faults.kinesis_proxy import KinesisProxy
-from tests.stack_fixtures import node_modules, skip_or_fail
+from tests.stack_fixtures import running_stack
 
 #: The figures of each scenario, printed at the end of the session.
 FIGURES: list[dict[str, Any]] = []
@@ -48,15 +48,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     """The suite's LocalStack: dynalite keeps its tables in LevelDB, so ``restart_dynamodb`` keeps the leases."""
     work = tmp_path_factory.mktemp("fault-stack")
-    stack = LocalStack(work, node_modules=node_modules(), dynamodb_path=work / "dynalite-leveldb")
-    try:
-        stack.start()
-    except EmulatorNotInstalled as exc:
-        skip_or_fail(str(exc))
-    try:
-        yield stack
-    finally:
-        stack.stop(keep_work_dir=True)
+    yield from running_stack(work, dynamodb_path=work / "dynalite-leveldb")
 
 
 # --- Models -------------------------------------------------------------------------------------------------------
