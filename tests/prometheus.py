@@ -55,8 +55,9 @@ def defined_metric_names() -> set[str]:
     """Every sample name the consumer can export (shard processes' and launcher's), from its metric definitions."""
     from prometheus_client import CollectorRegistry
 
-    from consumer.health import LauncherState
-    from consumer.metrics import LauncherCollector, ShardMetrics
+    from consumer.pipeline.meter import ShardMetrics
+    from consumer.runtime.health import LauncherState
+    from consumer.runtime.metrics import LauncherCollector
 
     registry = CollectorRegistry()
     ShardMetrics.create(registry)

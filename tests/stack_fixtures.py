@@ -1,7 +1,7 @@
 """pytest fixtures for the local emulators. Load them with ``pytest_plugins = ["tests.stack_fixtures"]`` in a test
 module or in the root ``conftest.py`` (pytest refuses ``pytest_plugins`` in a non-root conftest).
 
-- ``local_stack`` (session): one :class:`~consumer.localstack.LocalStack` for the whole session, logs in a pytest
+- ``local_stack`` (session): one :class:`~consumer.tools.localstack.LocalStack` for the whole session, logs in a pytest
   temporary directory. Skipped when Node or the npm packages are missing, with the reason; when ``CI=true`` the
   tests fail instead, since CI installs them (``make setup``). ``LOCALSTACK_NODE_MODULES`` points at another
   ``node_modules`` than the repository's.
@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from consumer.localstack import DEFAULT_NODE_MODULES, EmulatorNotInstalled, LocalStack
-from consumer.streams import KinesisClient
+from consumer.runtime.aws import KinesisClient
+from consumer.tools.localstack import DEFAULT_NODE_MODULES, EmulatorNotInstalled, LocalStack
 
 NODE_MODULES_VARIABLE = "LOCALSTACK_NODE_MODULES"
 

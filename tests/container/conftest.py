@@ -118,8 +118,8 @@ class ModelStore:
 @pytest.fixture(scope="session")
 def model_store(tmp_path_factory: pytest.TempPathFactory) -> ModelStore:
     """The seed's pipeline on 20,000 real trips (20 trees, to keep the tier fast), registered @production."""
-    from consumer.demo import DEFAULT_TRIPS
-    from consumer.training import local_store, train
+    from consumer.tools.paths import DEFAULT_TRIPS
+    from consumer.tools.training import local_store, train
 
     root = tmp_path_factory.mktemp("mlflow")
     tracking_uri, artifacts = local_store(root)

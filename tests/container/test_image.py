@@ -17,10 +17,11 @@ import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from consumer.demo import DEFAULT_TRIPS, LOCAL_KCL_PROPERTIES, POISON_RECORDS, wait_for
-from consumer.localstack import free_port
-from consumer.replay import put_payloads, replay
-from consumer.tail import read_all
+from consumer.tools.harness import LOCAL_KCL_PROPERTIES, POISON_RECORDS, wait_for
+from consumer.tools.localstack import free_port
+from consumer.tools.paths import DEFAULT_TRIPS
+from consumer.tools.replay import put_payloads, replay
+from consumer.tools.tail import read_all
 from tests.container.conftest import FIGURES
 
 UID = 10001

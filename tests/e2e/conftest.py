@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from consumer.demo import DEFAULT_TRIPS, ConsumerProcess, consumer_env
+from consumer.tools.harness import ConsumerProcess, consumer_env
+from consumer.tools.paths import DEFAULT_TRIPS
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -32,7 +33,7 @@ def registered_model(tmp_path_factory: pytest.TempPathFactory) -> RegisteredMode
     """The seed's pipeline trained on 20,000 real trips (20 trees, to keep the suite fast), registered @production."""
     if shutil.which("java") is None:
         pytest.fail("java is not on PATH: the end-to-end tests need a JRE 17+ (see `make setup`)")
-    from consumer.training import local_store, train
+    from consumer.tools.training import local_store, train
 
     tracking_uri, artifacts = local_store(tmp_path_factory.mktemp("mlflow"))
     result = train(

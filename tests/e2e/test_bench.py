@@ -10,9 +10,8 @@ import sys
 
 import pytest
 
-from consumer.bench import SECTIONS
-from consumer.demo import DEFAULT_TRIPS
-from consumer.kcl import PROJECT_ROOT
+from consumer.tools.bench.run import SECTIONS
+from consumer.tools.paths import DEFAULT_TRIPS, REPO_ROOT
 
 pytestmark = pytest.mark.skipif(DEFAULT_TRIPS.startswith("http"), reason="the January 2022 TLC file is not here")
 
@@ -22,7 +21,7 @@ def test_quick_bench_writes_every_section_and_prints_the_table(tmp_path):
 
     done = subprocess.run(
         [sys.executable, "-m", "consumer", "bench", "--quick", "--output", str(output)],
-        cwd=PROJECT_ROOT,
+        cwd=REPO_ROOT,
         capture_output=True,
         text=True,
         timeout=600,

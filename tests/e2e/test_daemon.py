@@ -10,12 +10,13 @@ from collections import Counter
 import boto3
 import numpy as np
 
-from consumer.demo import DEFAULT_TRIPS, POISON_RECORDS, wait_for
-from consumer.events import decode_ride
-from consumer.fastpath import TOLERANCE_MINUTES
-from consumer.replay import put_payloads, replay
-from consumer.scoring import features
-from consumer.tail import read_all
+from consumer.model.features import features
+from consumer.model.prepared import TOLERANCE_MINUTES
+from consumer.pipeline.events import decode_ride
+from consumer.tools.harness import POISON_RECORDS, wait_for
+from consumer.tools.paths import DEFAULT_TRIPS
+from consumer.tools.replay import put_payloads, replay
+from consumer.tools.tail import read_all
 
 POISON = (POISON_RECORDS * 2)[:20]
 

@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from consumer.demo import DEFAULT_TRIPS, POISON_RECORDS, wait_for
-from consumer.kcl import PROJECT_ROOT
-from consumer.ledger import Outcome, read_ledger, read_stream
-from consumer.replay import put_payloads, replay
+from consumer.tools.harness import POISON_RECORDS, wait_for
+from consumer.tools.ledger import Outcome, read_ledger, read_stream
+from consumer.tools.paths import DEFAULT_TRIPS, REPO_ROOT
+from consumer.tools.replay import put_payloads, replay
 from tests.prometheus import PrometheusServer, metric_names, tool
 
-RULES = PROJECT_ROOT / "alerts" / "ride-consumer.rules.yml"
+RULES = REPO_ROOT / "alerts" / "ride-consumer.rules.yml"
 #: Records per GetRecords call, so that the backlog comes in several batches whose lag the ledger can predict.
 MAX_RECORDS = 100
 BACKLOG_RIDES = 1200
@@ -31,7 +31,7 @@ LIVE_RIDES = 300
 
 
 def dashboard() -> Any:
-    spec = importlib.util.spec_from_file_location("dashboard_build", PROJECT_ROOT / "dashboards" / "build.py")
+    spec = importlib.util.spec_from_file_location("dashboard_build", REPO_ROOT / "dashboards" / "build.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -20,11 +20,12 @@ from typing import Any
 import boto3
 import pytest
 
-from consumer.demo import DEFAULT_TRIPS, LOCAL_KCL_PROPERTIES, ConsumerProcess, consumer_env, wait_for
-from consumer.ledger import Ledger, format_ledger, read_ledger, read_stream
-from consumer.localstack import LocalStack
-from consumer.replay import ReplaySummary, replay
-from consumer.streams import KinesisClient
+from consumer.runtime.aws import KinesisClient
+from consumer.tools.harness import LOCAL_KCL_PROPERTIES, ConsumerProcess, consumer_env, wait_for
+from consumer.tools.ledger import Ledger, format_ledger, read_ledger, read_stream
+from consumer.tools.localstack import LocalStack
+from consumer.tools.paths import DEFAULT_TRIPS
+from consumer.tools.replay import ReplaySummary, replay
 from tests.faults.kinesis_proxy import KinesisProxy
 from tests.stack_fixtures import running_stack
 
@@ -74,7 +75,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Models:
     from sklearn.pipeline import make_pipeline as sk_make_pipeline
     from sklearn.preprocessing import FunctionTransformer
 
-    from consumer.training import SKOPS_TRUSTED_TYPES, feature_rows, make_pipeline, read_trips
+    from consumer.tools.training import SKOPS_TRUSTED_TYPES, feature_rows, make_pipeline, read_trips
 
     trips = read_trips(DEFAULT_TRIPS).sample(20_000, random_state=0)
     trips = trips[trips["trip_distance"] < 60]

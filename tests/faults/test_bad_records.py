@@ -10,11 +10,11 @@ import random
 import orjson
 import pytest
 
-from consumer.demo import DEFAULT_TRIPS
-from consumer.events import DEAD_LETTER_PAYLOAD_LIMIT, Reason
-from consumer.ledger import Outcome
-from consumer.replay import RideRow, put_payloads, read_rides, ride_payload
-from consumer.tail import read_all
+from consumer.pipeline.events import DEAD_LETTER_PAYLOAD_LIMIT, Reason
+from consumer.tools.ledger import Outcome
+from consumer.tools.paths import DEFAULT_TRIPS
+from consumer.tools.replay import RideRow, put_payloads, read_rides, ride_payload
+from consumer.tools.tail import read_all
 from tests.faults.conftest import FRAGILE_ABOVE_MILES, log_events
 
 pytestmark = pytest.mark.faults

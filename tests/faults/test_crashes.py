@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 import psutil
 import pytest
 
-from consumer.demo import wait_for
-from consumer.ledger import Ledger
+from consumer.tools.harness import wait_for
+from consumer.tools.ledger import Ledger
 from tests.faults.conftest import Scenario, log_events
 from tests.faults.kinesis_proxy import HoldCalls
 

@@ -10,8 +10,8 @@ from botocore.config import Config
 from structlog.testing import capture_logs
 
 from consumer.errors import SinkError
-from consumer.sink import Entry, KinesisSink
-from consumer.tail import read_all
+from consumer.pipeline.sink import Entry, KinesisSink
+from consumer.tools.tail import read_all
 from tests.faults.kinesis_proxy import FailCalls, KinesisProxy, ThrottleEntries
 
 pytestmark = pytest.mark.faults

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from consumer.demo import POISON_RECORDS, wait_for
-from consumer.ledger import build_ledger, read_stream, shard_parents
-from consumer.replay import put_payloads
+from consumer.tools.harness import POISON_RECORDS, wait_for
+from consumer.tools.ledger import build_ledger, read_stream, shard_parents
+from consumer.tools.replay import put_payloads
 from tests.faults.conftest import log_events
 from tests.faults.kinesis_proxy import ThrottleEntries
 from tests.faults.test_crashes import WARM_UP, last_written, steady_load, warmed_up

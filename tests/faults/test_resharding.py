@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from consumer.ledger import shard_parents
+from consumer.tools.ledger import shard_parents
 from tests.faults.conftest import log_events
 from tests.faults.test_crashes import WARM_UP, steady_load, warmed_up
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from consumer.events import Ride
-from consumer.training import TrainResult, local_store, read_trips, split_last_week, train
+from consumer.model.features import Ride
+from consumer.tools.training import TrainResult, local_store, read_trips, split_last_week, train
 
 TRIPS = Path(__file__).resolve().parents[3] / "shared" / "data" / "green_tripdata_2022-01.parquet"
 SAMPLE = 5_000

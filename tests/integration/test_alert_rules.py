@@ -6,10 +6,10 @@ import subprocess
 
 import yaml
 
-from consumer.kcl import PROJECT_ROOT
+from consumer.tools.paths import REPO_ROOT
 from tests.prometheus import defined_metric_names, metric_names, tool
 
-ALERTS = PROJECT_ROOT / "alerts"
+ALERTS = REPO_ROOT / "alerts"
 RULES = ALERTS / "ride-consumer.rules.yml"
 
 

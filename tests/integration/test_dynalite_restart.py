@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import boto3
 
-from consumer.localstack import LocalStack
+from consumer.tools.localstack import LocalStack
 
 
 def dynamodb(stack: LocalStack):

@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 import sklearn
 
-from consumer import fastpath
-from consumer.events import Ride
-from consumer.scoring import METADATA_FILE, PIPELINE_FILE, ModelInfo, features, load_prepared
+from consumer.model import compile as fastpath_compile
+from consumer.model import prepared
+from consumer.model.features import Ride, features
+from consumer.model.prepared import METADATA_FILE, PIPELINE_FILE, ModelInfo
+from consumer.model.scorer import load_prepared
 from tests.integration.conftest import TRIPS
 
 pytestmark = pytest.mark.skipif(not TRIPS.exists(), reason=f"{TRIPS} is not on this machine")
@@ -25,7 +27,7 @@ INFO = ModelInfo(uri="test://fast", name="fast", version="7", run_id=None)
 @pytest.fixture(scope="module")
 def trips() -> tuple[list[dict], np.ndarray, list[dict]]:
     """(training rows, their durations, held-out rows of the last week)."""
-    from consumer.training import feature_rows, read_trips, split_last_week
+    from consumer.tools.training import feature_rows, read_trips, split_last_week
 
     train, heldout, _ = split_last_week(read_trips(str(TRIPS)))
     train = train.sample(n=4000, random_state=0)
@@ -67,22 +69,22 @@ def test_compiled_tree_ensemble_agrees_with_the_pipeline_on_held_out_rides(estim
     pipeline = fitted(estimator, trips)
     heldout = trips[2]
 
-    state = fastpath.compile_into(prepared_dir(tmp_path, pipeline), pipeline, INFO, heldout)
+    state = fastpath_compile.compile_into(prepared_dir(tmp_path, pipeline), pipeline, INFO, heldout)
     scorer = load_prepared(tmp_path)
 
     assert state.compiled, state.reason
     assert scorer.path == "onnx"
     assert state.heldout_rows == len(heldout)
-    assert state.heldout_max_abs_diff <= fastpath.TOLERANCE_MINUTES
-    assert state.probe_max_abs_diff <= fastpath.TOLERANCE_MINUTES
+    assert state.heldout_max_abs_diff <= prepared.TOLERANCE_MINUTES
+    assert state.probe_max_abs_diff <= prepared.TOLERANCE_MINUTES
     assert state.used_features < state.vectorizer_features
     difference = np.abs(scorer.predict_rows(heldout) - pipeline.predict(heldout))
-    assert difference.max() <= fastpath.TOLERANCE_MINUTES
+    assert difference.max() <= prepared.TOLERANCE_MINUTES
 
 
 def test_compiled_scorer_scores_rides_like_the_pipeline_including_unseen_zone_pairs(trips, tmp_path):
     pipeline = fitted(tree_ensembles()[0], trips)
-    fastpath.compile_into(prepared_dir(tmp_path, pipeline), pipeline, INFO)
+    fastpath_compile.compile_into(prepared_dir(tmp_path, pipeline), pipeline, INFO)
     rides = [Ride(1, 130, 205, 3.66), Ride("b", 264, 264, 0.0), Ride(3, 1, 1, 999.0), Ride(4, 7, 7, 12.25)]
 
     scorer = load_prepared(tmp_path)
@@ -90,7 +92,7 @@ def test_compiled_scorer_scores_rides_like_the_pipeline_including_unseen_zone_pa
 
     assert predictions.dtype == np.float64 and predictions.shape == (4,)
     expected = pipeline.predict([features(ride) for ride in rides])
-    assert np.abs(predictions - expected).max() <= fastpath.TOLERANCE_MINUTES
+    assert np.abs(predictions - expected).max() <= prepared.TOLERANCE_MINUTES
     assert scorer.predict([]).shape == (0,)
     assert scorer.info == INFO
 
@@ -100,13 +102,13 @@ def test_non_tree_model_is_not_compiled_and_scores_with_the_pipeline(trips, tmp_
 
     pipeline = fitted(LinearRegression(), trips)
 
-    state = fastpath.compile_into(prepared_dir(tmp_path, pipeline), pipeline, INFO)
+    state = fastpath_compile.compile_into(prepared_dir(tmp_path, pipeline), pipeline, INFO)
     scorer = load_prepared(tmp_path)
 
     assert not state.compiled
     assert "DictVectorizer -> LinearRegression" in state.reason
-    assert not (tmp_path / fastpath.FAST_MODEL_FILE).exists()
-    assert fastpath.read_state(tmp_path) == state
+    assert not (tmp_path / prepared.FAST_MODEL_FILE).exists()
+    assert prepared.read_state(tmp_path) == state
     assert scorer.path == "sklearn"
     assert np.array_equal(
         scorer.predict([Ride(1, 130, 205, 3.66)]), pipeline.predict([features(Ride(1, 130, 205, 3.66))])
@@ -123,7 +125,7 @@ def test_pipeline_with_another_first_step_is_not_compiled(trips, tmp_path):
     pipeline = make_pipeline(DictVectorizer(), MaxAbsScaler(), RandomForestRegressor(n_estimators=2, random_state=0))
     pipeline.fit(rows, durations)
 
-    state = fastpath.compile_into(prepared_dir(tmp_path, pipeline), pipeline, INFO)
+    state = fastpath_compile.compile_into(prepared_dir(tmp_path, pipeline), pipeline, INFO)
 
     assert not state.compiled
     assert "DictVectorizer -> MaxAbsScaler -> RandomForestRegressor" in state.reason
@@ -141,7 +143,7 @@ def test_compiled_model_that_disagrees_on_held_out_rows_is_not_used(trips, tmp_p
         def predict(self, X, **params):
             return super().predict(X, **params) + 0.01
 
-    state = fastpath.compile_into(prepared_dir(tmp_path, pipeline), Shifted(pipeline.steps), INFO, rows)
+    state = fastpath_compile.compile_into(prepared_dir(tmp_path, pipeline), Shifted(pipeline.steps), INFO, rows)
 
     assert not state.compiled
     assert "differs by up to 0.01 minutes" in state.reason
@@ -150,8 +152,8 @@ def test_compiled_model_that_disagrees_on_held_out_rows_is_not_used(trips, tmp_p
 
 def test_unloadable_compiled_model_falls_back_to_the_pipeline(trips, tmp_path):
     pipeline = fitted(tree_ensembles()[3], trips)
-    fastpath.compile_into(prepared_dir(tmp_path, pipeline), pipeline, INFO)
-    (tmp_path / fastpath.FAST_MODEL_FILE).write_bytes(b"not an onnx model")
+    fastpath_compile.compile_into(prepared_dir(tmp_path, pipeline), pipeline, INFO)
+    (tmp_path / prepared.FAST_MODEL_FILE).write_bytes(b"not an onnx model")
 
     scorer = load_prepared(tmp_path)
 
@@ -163,12 +165,12 @@ def test_directory_prepared_before_the_fast_path_loads_the_pipeline(trips, tmp_p
     pipeline = fitted(tree_ensembles()[3], trips)
     (tmp_path / "compiled").mkdir()
     compiled = prepared_dir(tmp_path / "compiled", pipeline)
-    fastpath.compile_into(compiled, pipeline, INFO)
+    fastpath_compile.compile_into(compiled, pipeline, INFO)
     old = tmp_path / "old"
     old.mkdir()
     for name in (PIPELINE_FILE, METADATA_FILE):
         shutil.copy(compiled / name, old / name)
 
-    assert fastpath.read_state(old) is None
+    assert prepared.read_state(old) is None
     assert load_prepared(old).path == "sklearn"
     assert load_prepared(compiled).path == "onnx"

@@ -8,10 +8,10 @@ import sys
 
 import orjson
 
-from consumer.events import SourceRecord, decode_ride, prediction_event
-from consumer.kcl import PROJECT_ROOT
-from consumer.replay import put_payloads
-from consumer.tail import read_all
+from consumer.pipeline.events import SourceRecord, decode_ride, prediction_event
+from consumer.tools.paths import REPO_ROOT
+from consumer.tools.replay import put_payloads
+from consumer.tools.tail import read_all
 from tests.unit.factories import ride_payload
 
 
@@ -37,7 +37,7 @@ def test_the_ledger_command_names_the_record_that_has_no_event(local_stack, make
     env = {**os.environ, **local_stack.env()}
     command = [sys.executable, "-m", "consumer", "ledger", "--input", rides, "--predictions", predictions]
     command += ["--dead-letters", dead_letters, "--settle", "0", "--json"]
-    result = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, timeout=60)
+    result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, timeout=60)
 
     assert result.returncode == 1, result.stderr
     report = orjson.loads(result.stdout)

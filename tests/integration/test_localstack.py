@@ -13,8 +13,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from consumer.localstack import EmulatorNotInstalled, EmulatorStartError, LocalStack
-from consumer.streams import list_shards
+from consumer.tools.localstack import EmulatorNotInstalled, EmulatorStartError, LocalStack
+from consumer.tools.streams import list_shards
 
 
 def processes_in(directory: Path) -> list[int]:
@@ -164,7 +164,7 @@ def test_an_emulator_that_cannot_bind_its_port_fails_with_its_log_and_leaves_not
 def test_emulators_die_with_the_python_process_that_started_them_even_on_sigkill(emulators_installed, tmp_path):
     script = (
         "import sys, time\n"
-        "from consumer.localstack import LocalStack\n"
+        "from consumer.tools.localstack import LocalStack\n"
         "stack = LocalStack(sys.argv[1], node_modules=sys.argv[2]).start()\n"
         "print(' '.join(map(str, stack.pids.values())), flush=True)\n"
         "time.sleep(60)\n"

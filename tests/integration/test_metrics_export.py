@@ -15,15 +15,15 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from consumer.health import HealthServer, LauncherState
-from consumer.kcl import PROJECT_ROOT
-from consumer.metrics import scrape_registry
-from consumer.settings import load_settings
+from consumer.runtime.health import HealthServer, LauncherState
+from consumer.runtime.metrics import scrape_registry
+from consumer.runtime.settings import load_settings
+from consumer.tools.paths import REPO_ROOT
 
 #: A shard process in miniature: the processor's meter, in multiprocess mode, until its stdin closes.
 SHARD_PROCESS = """
 import sys, time
-from consumer.metrics import ShardMetrics
+from consumer.pipeline.meter import ShardMetrics
 shard, records, stuck = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "stuck"
 meter = ShardMetrics.create().for_shard(shard)
 meter.lease_gained()
@@ -42,7 +42,7 @@ class ShardProcess:
         env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(folder)}
         self.process = subprocess.Popen(
             [sys.executable, "-c", SHARD_PROCESS, shard, str(records), "stuck" if stuck else "ok"],
-            cwd=PROJECT_ROOT,
+            cwd=REPO_ROOT,
             env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -211,7 +211,7 @@ def test_a_metrics_port_already_taken_stops_start_up_naming_the_setting(env_sett
     import socket
 
     from consumer.errors import DaemonSetupError
-    from consumer.launcher import _start_health_server
+    from consumer.runtime.launcher import _start_health_server
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

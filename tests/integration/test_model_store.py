@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 import yaml
 
-from consumer.fastpath import FAST_METADATA_FILE, FAST_MODEL_FILE, TOLERANCE_MINUTES
-from consumer.model_store import ModelError, prepare
-from consumer.scoring import METADATA_FILE, PIPELINE_FILE, features, load_prepared
+from consumer.model.features import features
+from consumer.model.prepare import ModelError, prepare
+from consumer.model.prepared import FAST_METADATA_FILE, FAST_MODEL_FILE, METADATA_FILE, PIPELINE_FILE, TOLERANCE_MINUTES
+from consumer.model.scorer import load_prepared
 from tests.integration.conftest import TRIPS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -246,8 +247,8 @@ def test_prepared_model_loads_in_a_fresh_process_without_importing_mlflow(traine
     fields = [[r.ride_id, r.pu_location_id, r.do_location_id, r.trip_distance] for r in rides]
     code = f"""
 import json, sys
-from consumer.events import Ride
-from consumer.scoring import load_prepared
+from consumer.pipeline.events import Ride
+from consumer.model.scorer import load_prepared
 scorer = load_prepared({str(path)!r})
 rides = [Ride(*fields) for fields in json.loads({json.dumps(fields)!r})]
 predictions = scorer.predict(rides).tolist()

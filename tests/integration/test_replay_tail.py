@@ -11,10 +11,10 @@ import orjson
 import pandas as pd
 import pytest
 
-from consumer.events import Reason, SourceRecord, dead_letter_event, decode_ride
-from consumer.replay import put_payloads, read_rides, replay, rmse
-from consumer.streams import list_shards, wait_for_stream_active
-from consumer.tail import StreamReader, print_records, read_all
+from consumer.pipeline.events import Reason, SourceRecord, dead_letter_event, decode_ride
+from consumer.tools.replay import put_payloads, read_rides, replay, rmse
+from consumer.tools.streams import list_shards, wait_for_stream_active
+from consumer.tools.tail import StreamReader, print_records, read_all
 
 TRIPS = Path(__file__).resolve().parents[3] / "shared" / "data" / "green_tripdata_2022-01.parquet"
 

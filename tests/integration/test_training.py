@@ -8,9 +8,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from consumer.events import Ride
-from consumer.scoring import features
-from consumer.training import feature_rows, read_trips, split_last_week
+from consumer.model.features import Ride, features
+from consumer.tools.training import feature_rows, read_trips, split_last_week
 from tests.integration.conftest import N_ESTIMATORS, SAMPLE, TRIPS
 
 pytestmark = [
@@ -108,7 +107,7 @@ def test_training_rows_are_the_scoring_features_of_each_trip():
 
 
 def test_unknown_serialization_format_is_rejected_before_training():
-    from consumer.training import train
+    from consumer.tools.training import train
 
     with pytest.raises(ValueError, match="serialization_format"):
         train(str(TRIPS), tracking_uri="sqlite:///unused.db", serialization_format="pickle")

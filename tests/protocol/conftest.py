@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from consumer.kcl import PROJECT_ROOT, RECORD_PROCESSOR
+from consumer.runtime.resources import record_processor_path
+from consumer.tools.paths import REPO_ROOT
 
 
 @pytest.fixture(scope="session")
@@ -29,9 +30,9 @@ def prepared_model(tmp_path_factory) -> Path:
     from sklearn.feature_extraction import DictVectorizer
     from sklearn.pipeline import make_pipeline
 
-    from consumer.scoring import METADATA_FILE, PIPELINE_FILE
+    from consumer.model.prepared import METADATA_FILE, PIPELINE_FILE
 
-    trips = pd.read_parquet(PROJECT_ROOT.parent / "shared/data/green_tripdata_2022-01.parquet").head(3000)
+    trips = pd.read_parquet(REPO_ROOT.parent / "shared/data/green_tripdata_2022-01.parquet").head(3000)
     duration = (trips.lpep_dropoff_datetime - trips.lpep_pickup_datetime).dt.total_seconds() / 60
     rows = [
         {"PU_DO": f"{pu}_{do}", "trip_distance": float(distance)}
@@ -60,8 +61,8 @@ class Processor:
 
     def __init__(self, env: dict[str, str]) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, str(RECORD_PROCESSOR)],
-            cwd=PROJECT_ROOT,
+            [sys.executable, str(record_processor_path())],
+            cwd=REPO_ROOT,
             env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,

@@ -1,7 +1,7 @@
 """record_processor.py through the fork server: every MultiLang protocol test again, plus what forking changes.
 
 The protocol tests of test_multilang.py are collected here a second time with a ``start_processor`` that first
-starts a fork server (``python -m consumer.forkserver``) with the processor's environment, so the same replies,
+starts a fork server (``python -m consumer.runtime.forkserver``) with the processor's environment, so the same replies,
 writes, checkpoints and exit statuses are asserted for a record processor whose shard runs in a forked worker.
 """
 
@@ -18,10 +18,10 @@ from typing import Any
 import psutil
 import pytest
 
-from consumer import fastpath
-from consumer.forkclient import SOCKET_VARIABLE
-from consumer.forkserver import ForkServer, start
-from consumer.scoring import ModelInfo
+from consumer.model.compile import compile_into
+from consumer.model.prepared import ModelInfo
+from consumer.runtime.forkclient import SOCKET_VARIABLE
+from consumer.runtime.forkserver import ForkServer, start
 from tests.protocol.conftest import Processor
 from tests.protocol.test_multilang import *  # noqa: F403 - the protocol tests, run again through the fork server
 from tests.protocol.test_multilang import initialize, process, record
@@ -37,7 +37,7 @@ def compiled_model(prepared_model, tmp_path_factory) -> Path:
     for source in prepared_model.iterdir():
         (directory / source.name).write_bytes(source.read_bytes())
     pipeline = joblib.load(directory / "pipeline.joblib")
-    state = fastpath.compile_into(directory, pipeline, ModelInfo("test://tiny", "tiny", "42", None))
+    state = compile_into(directory, pipeline, ModelInfo("test://tiny", "tiny", "42", None))
     assert state.compiled, state.reason
     return directory
 
@@ -173,7 +173,8 @@ def test_on_the_fast_path_neither_a_processor_nor_the_server_loads_sklearn_or_ml
     assert plain.receive() == {"action": "status", "responseFor": "processRecords"}
     assert plain.exit_code() == 0
     imported = {line.split("|")[-1].strip() for line in plain.stderr.splitlines() if line.startswith("import time:")}
-    assert "consumer.fastpath" in imported and "onnxruntime" in imported
+    assert "consumer.model.fastpath" in imported and "onnxruntime" in imported
+    assert "consumer.model.compile" not in imported, "compiling is the preparing side's job"
     assert not {name for name in imported if name.split(".")[0] in {"sklearn", "scipy", "mlflow", "pandas"}}
     loaded = [event for event in plain.log_events() if event.get("event") == "model_loaded"]
     assert [event["model_path"] for event in loaded] == ["onnx"]
@@ -207,7 +208,7 @@ def test_a_worker_adds_far_less_memory_than_a_plain_processor(processor_env, com
 def test_the_server_exits_when_its_parent_dies(processor_env, tmp_path):
     env = {**processor_env, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     code = (
-        "import os, sys; from pathlib import Path; from consumer.forkserver import start;"
+        "import os, sys; from pathlib import Path; from consumer.runtime.forkserver import start;"
         f" server = start(os.environ, Path({str(tmp_path)!r})); print(server.process.pid, flush=True)"
     )
     parent = subprocess.run(

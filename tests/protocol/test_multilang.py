@@ -7,7 +7,7 @@ import json
 
 import orjson
 
-from consumer.tail import read_all
+from consumer.tools.tail import read_all
 from tests.unit.factories import ride_payload
 
 SHARD = "shardId-000000000007"

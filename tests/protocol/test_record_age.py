@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import time
 
-from consumer.tail import read_all
+from consumer.tools.tail import read_all
 from tests.protocol.test_multilang import answer_checkpoint, initialize, process, record
 from tests.unit.factories import ride_payload
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from consumer.settings import Settings
+from consumer.runtime.settings import Settings
 from tests.static.conftest import REPO, checkov, manifest, task_definition
 
 DOCKERFILE = REPO / "Dockerfile"
@@ -65,10 +65,12 @@ def test_image_runs_as_uid_10001_behind_tini_and_exposes_the_metrics_port():
 def test_build_installs_the_default_lock_section_only_and_verifies_the_jars():
     build = " ".join(instructions("RUN"))
     assert "locked_requirements.py Pipfile.lock requirements.txt --section default" in build
-    assert "--section develop" not in build
+    # From the develop section only the build tools of the project's own wheel, in a venv the image does not ship.
+    assert "--section develop" not in build.replace("--section develop --only setuptools --only wheel", "")
     assert "--require-hashes" in build
     assert "scripts/install_kclpy.sh" in build
     assert "verify_jars(jar_dir())" in build
+    assert "pip wheel" in build and "--no-build-isolation" in build, "the project is installed as a wheel"
 
 
 def test_no_credentials_model_or_ca_bundle_is_copied_into_the_image():
@@ -76,6 +78,7 @@ def test_no_credentials_model_or_ca_bundle_is_copied_into_the_image():
     copied = {source for group in sources for source in group}
     assert copied == {
         "Pipfile.lock",
+        "pyproject.toml",
         "scripts/locked_requirements.py",
         "scripts/install_kclpy.sh",
         "properties/kcl-2.5.8-jars.sha256",
@@ -94,12 +97,14 @@ def test_dockerignore_admits_only_what_the_dockerfile_copies():
     admitted = {line[1:] for line in lines if line.startswith("!")}
     assert admitted == {
         "Pipfile.lock",
+        "pyproject.toml",
         "scripts/locked_requirements.py",
         "scripts/install_kclpy.sh",
         "properties/",
         "record_processor.py",
         "consumer/",
     }
+    assert "consumer/tools/" in lines, "the development tools stay out of the image"
 
 
 WRITABLE = ("/tmp", "/var/lib/consumer/model", "/var/lib/consumer/prometheus")

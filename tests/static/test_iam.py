@@ -22,7 +22,7 @@ import botocore.session
 import pytest
 from botocore import xform_name
 
-from consumer.kcl import jar_dir
+from consumer.runtime.jars import jar_dir
 from tests.static.classfile import method_references
 from tests.static.conftest import REPO, settings_configmap, task_definition
 
@@ -156,8 +156,8 @@ def test_kcl_properties_use_polling_so_fanout_calls_are_not_needed():
 
 def test_processor_actions_are_found_by_reading_the_service_code():
     modules = {str(path.relative_to(REPO)) for path in service_modules()}
-    assert {"consumer/sink.py", "consumer/shard.py", "consumer/model_store.py"} <= modules
-    assert not {"consumer/replay.py", "consumer/tail.py"} & modules, "tools are not part of the service"
+    assert {"consumer/pipeline/sink.py", "consumer/runtime/shard.py", "consumer/model/prepare.py"} <= modules
+    assert not {path for path in modules if path.startswith("consumer/tools/")}, "tools are not part of the service"
     assert "kinesis:PutRecords" in processor_actions()
 
 

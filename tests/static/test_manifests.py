@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import botocore.session
 import kubernetes_validate
@@ -16,8 +17,9 @@ import yaml
 from botocore.validate import ParamValidator
 
 from consumer.errors import SettingsError
-from consumer.launcher import KILL_MARGIN_SECONDS, _grace_seconds
-from consumer.settings import load_settings
+from consumer.runtime.daemon import parse_properties
+from consumer.runtime.launcher import KILL_MARGIN_SECONDS
+from consumer.runtime.settings import load_settings
 from tests.static.conftest import K8S, REPO, checkov, manifest, manifests, settings_configmap, task_definition
 
 #: The oldest Kubernetes minor still in EKS's support window when this was written, and the newest known schema.
@@ -48,7 +50,8 @@ def clear_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def properties_grace_seconds() -> float:
-    return _grace_seconds((REPO / "properties" / "consumer.properties").read_text())
+    properties = parse_properties((REPO / "properties" / "consumer.properties").read_text())
+    return int(properties["shutdownGraceMillis"]) / 1000
 
 
 # ------------------------------------------------------------------------------------------------ schemas
@@ -182,6 +185,8 @@ def test_configmap_settings_start_the_consumer(monkeypatch):
 def test_ecs_environment_is_the_configmap_apart_from_the_tracking_server(monkeypatch):
     environment = {item["name"]: item["value"] for item in task_definition()["containerDefinitions"][0]["environment"]}
     configmap = settings_configmap()
+    # Kubernetes mounts its properties template from a ConfigMap; ECS runs the image's own.
+    configmap.pop("KCL_PROPERTIES_TEMPLATE")
     assert environment.keys() == configmap.keys()
     assert {key for key in configmap if environment[key] != configmap[key]} == {"MLFLOW_TRACKING_URI"}
     clear_environment(monkeypatch)
@@ -199,8 +204,9 @@ def test_kcl_properties_configmap_is_the_repository_template():
         "copy properties/consumer.properties into k8s/configmap.yaml (ride-duration-consumer-kcl)"
     )
     container = manifest("Deployment")["spec"]["template"]["spec"]["containers"][0]
-    mount = next(m for m in container["volumeMounts"] if m.get("subPath") == "consumer.properties")
-    assert mount["mountPath"] == "/app/properties/consumer.properties"
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "kcl-properties")
+    settings = manifest("ConfigMap", "ride-duration-consumer-settings")["data"]
+    assert Path(settings["KCL_PROPERTIES_TEMPLATE"]) == Path(mount["mountPath"]) / "consumer.properties"
 
 
 def test_stop_grace_outlasts_the_daemons_drain_and_the_launchers_kill_margin():

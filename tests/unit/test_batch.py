@@ -1,7 +1,7 @@
 import orjson
 
-from consumer.batch import decode_records, encode, score
-from consumer.events import Reason
+from consumer.pipeline.batch import decode_records, encode, score
+from consumer.pipeline.events import Reason
 from tests.unit.factories import records, ride_payload
 
 

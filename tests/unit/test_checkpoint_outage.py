@@ -4,8 +4,8 @@ a lease store restart, then fails loudly."""
 import pytest
 from amazon_kclpy.checkpoint_error import CheckpointError
 
-from consumer.checkpointing import Checkpointed, checkpoint
 from consumer.errors import CheckpointFailed
+from consumer.pipeline.checkpointing import Checkpointed, checkpoint
 
 
 class Unreachable:

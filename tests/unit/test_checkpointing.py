@@ -1,8 +1,8 @@
 import pytest
 from amazon_kclpy.checkpoint_error import CheckpointError
 
-from consumer.checkpointing import Checkpointed, checkpoint
 from consumer.errors import CheckpointFailed
+from consumer.pipeline.checkpointing import Checkpointed, checkpoint
 
 
 class ScriptedCheckpointer:

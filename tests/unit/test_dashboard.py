@@ -11,12 +11,12 @@ from types import ModuleType
 
 import pytest
 
-from consumer.kcl import PROJECT_ROOT
+from consumer.tools.paths import REPO_ROOT
 from tests.prometheus import defined_metric_names, metric_names
 
 
 def load_builder() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("dashboard_build", PROJECT_ROOT / "dashboards" / "build.py")
+    spec = importlib.util.spec_from_file_location("dashboard_build", REPO_ROOT / "dashboards" / "build.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -83,7 +83,7 @@ def test_the_dashboard_answers_the_operators_questions():
 
 
 def test_the_readme_metric_table_lists_every_metric_the_consumer_defines():
-    readme = (PROJECT_ROOT / "README.md").read_text()
+    readme = (REPO_ROOT / "README.md").read_text()
     table = set(re.findall(r"^\| `(ride_consumer_\w+)` \|", readme, flags=re.MULTILINE))
     defined = {re.sub(r"_(bucket|count|sum)$", "", name) for name in defined_metric_names()}
     assert table == defined

@@ -4,12 +4,12 @@ import hashlib
 import orjson
 import pytest
 
-from consumer.events import (
+from consumer.model.features import Ride
+from consumer.pipeline.events import (
     MAX_RIDE_ID_LENGTH,
     MODEL_NAME_IN_EVENTS,
     InvalidRide,
     Reason,
-    Ride,
     SourceRecord,
     dead_letter_event,
     decode_ride,

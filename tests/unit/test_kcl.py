@@ -4,7 +4,9 @@ from pathlib import Path
 import pytest
 
 from consumer.errors import DaemonSetupError
-from consumer.kcl import PROPERTIES_TEMPLATE, properties_overrides, render_properties, verify_jars
+from consumer.runtime.daemon import properties_overrides, render_properties
+from consumer.runtime.jars import verify_jars
+from consumer.runtime.resources import PROPERTIES_TEMPLATE
 
 
 def _parse(text: str) -> dict[str, str]:
@@ -18,7 +20,7 @@ def _parse(text: str) -> dict[str, str]:
 
 
 def test_rendered_properties_take_the_settings_and_keep_the_template(env):
-    from consumer.settings import load_settings
+    from consumer.runtime.settings import load_settings
 
     env.setenv("AWS_ENDPOINT_URL_KINESIS", "http://127.0.0.1:4568")
     env.setenv("AWS_ENDPOINT_URL_DYNAMODB", "http://127.0.0.1:4569")
@@ -41,7 +43,7 @@ def test_rendered_properties_take_the_settings_and_keep_the_template(env):
 
 
 def test_at_timestamp_is_rendered_as_epoch_seconds_without_the_plain_position(env):
-    from consumer.settings import load_settings
+    from consumer.runtime.settings import load_settings
 
     env.setenv("KCL_INITIAL_POSITION", "AT_TIMESTAMP")
     env.setenv("KCL_INITIAL_TIMESTAMP", "2022-01-25T00:00:00Z")
@@ -86,7 +88,7 @@ def test_a_tampered_missing_or_extra_jar_refuses_to_start(tmp_path, change, mess
 
 
 def test_extra_properties_from_json_win_over_the_template(env):
-    from consumer.settings import load_settings
+    from consumer.runtime.settings import load_settings
 
     env.setenv("KCL_EXTRA_PROPERTIES", '{"shardSyncIntervalMillis": "10000", "maxLeasesForWorker": "4"}')
     rendered = _parse(render_properties(PROPERTIES_TEMPLATE.read_text(), properties_overrides(load_settings())))
@@ -95,7 +97,7 @@ def test_extra_properties_from_json_win_over_the_template(env):
 
 
 def test_an_extra_property_that_would_break_the_file_is_refused(env):
-    from consumer.settings import load_settings
+    from consumer.runtime.settings import load_settings
 
     env.setenv("KCL_EXTRA_PROPERTIES", '{"streamName": "x\\nexecutableName = /bin/evil"}')
     with pytest.raises(DaemonSetupError, match="streamName"):

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 
-from consumer.events import SourceRecord, dead_letter_event, decode_ride, prediction_event
-from consumer.ledger import Outcome, build_ledger, format_ledger
-from consumer.tail import TailedRecord
+from consumer.pipeline.events import SourceRecord, dead_letter_event, decode_ride, prediction_event
+from consumer.tools.ledger import Outcome, build_ledger, format_ledger
+from consumer.tools.tail import TailedRecord
 from tests.unit.factories import ride_payload
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)

@@ -5,10 +5,9 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from consumer.fastpath import FAST_METADATA_FILE
-from consumer.health import LauncherState
-from consumer.launcher import _model_path
-from consumer.metrics import LauncherCollector
+from consumer.model.prepared import FAST_METADATA_FILE, scoring_path
+from consumer.runtime.health import LauncherState
+from consumer.runtime.metrics import LauncherCollector
 
 
 def scrape(model: dict[str, str] | None) -> str:
@@ -31,8 +30,8 @@ def test_no_sample_before_the_model_is_prepared():
 
 
 def test_the_path_comes_from_the_prepared_directory(tmp_path):
-    assert _model_path(tmp_path) == "sklearn"  # prepared before the fast path: no fastpath.json
+    assert scoring_path(tmp_path) == "sklearn"  # prepared before the fast path: no fastpath.json
     (tmp_path / FAST_METADATA_FILE).write_text(json.dumps({"compiled": False, "reason": "not a forest"}))
-    assert _model_path(tmp_path) == "sklearn"
+    assert scoring_path(tmp_path) == "sklearn"
     (tmp_path / FAST_METADATA_FILE).write_text(json.dumps({"compiled": True, "layout": {}}))
-    assert _model_path(tmp_path) == "onnx"
+    assert scoring_path(tmp_path) == "onnx"

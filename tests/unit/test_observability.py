@@ -11,10 +11,10 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from consumer.errors import SettingsError
-from consumer.health import INITIALIZED_MARKER, DaemonOutput, LauncherState
-from consumer.launcher import _empty_metrics_dir
-from consumer.metrics import LauncherCollector
-from consumer.settings import load_settings
+from consumer.runtime.health import INITIALIZED_MARKER, DaemonOutput, LauncherState
+from consumer.runtime.launcher import _empty_metrics_dir
+from consumer.runtime.metrics import LauncherCollector
+from consumer.runtime.settings import load_settings
 
 
 class Exited:

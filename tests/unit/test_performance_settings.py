@@ -4,8 +4,8 @@ against a real Kinesis endpoint."""
 import pytest
 
 from consumer.errors import SettingsError
-from consumer.settings import load_settings
-from consumer.sink import Entry, NullSink
+from consumer.pipeline.sink import Entry, NullSink
+from consumer.runtime.settings import load_settings
 
 
 def test_shards_are_forked_from_the_fork_server_unless_turned_off(env):

@@ -12,10 +12,10 @@ from amazon_kclpy.checkpoint_error import CheckpointError
 from prometheus_client import CollectorRegistry
 
 from consumer.errors import SinkError
-from consumer.logs import configure_logging, get_logger
-from consumer.metrics import ShardMetrics
-from consumer.processor import RideProcessor
-from consumer.sink import MemorySink
+from consumer.pipeline.meter import ShardMetrics
+from consumer.pipeline.processor import RideProcessor
+from consumer.pipeline.sink import MemorySink
+from consumer.runtime.logs import configure_logging, get_logger
 from tests.unit.factories import FakeRecord, ride_payload
 
 SHARD = "shardId-000000000003"

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from consumer.batch import decode_records, expire_stale
 from consumer.errors import SettingsError
-from consumer.events import Reason
-from consumer.processor import RideProcessor
-from consumer.settings import load_settings
-from consumer.sink import MemorySink
+from consumer.pipeline.batch import decode_records, expire_stale
+from consumer.pipeline.events import Reason
+from consumer.pipeline.processor import RideProcessor
+from consumer.pipeline.sink import MemorySink
+from consumer.runtime.settings import load_settings
 from tests.unit.factories import FakeRecord, ride_payload
 
 NOW_MILLIS = 1_700_000_100_000

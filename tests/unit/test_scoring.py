@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from consumer.events import Ride, decode_ride
-from consumer.scoring import ModelInfo, Scorer, features, single_threaded
+from consumer.model.features import Ride, features
+from consumer.model.prepared import ModelInfo
+from consumer.model.scorer import Scorer, single_threaded
+from consumer.pipeline.events import decode_ride
 from tests.unit.factories import ride_payload
 
 INFO = ModelInfo(uri="models:/ride-duration/3", name="ride-duration", version="3", run_id="abc")

@@ -1,7 +1,7 @@
 import pytest
 
 from consumer.errors import SettingsError
-from consumer.settings import InitialPosition, load_settings
+from consumer.runtime.settings import InitialPosition, load_settings
 
 
 def test_settings_come_from_the_environment(env):

@@ -4,7 +4,7 @@ from botocore.exceptions import EndpointConnectionError
 from botocore.stub import Stubber
 
 from consumer.errors import SinkError
-from consumer.sink import MAX_RECORDS_PER_PUT, Entry, KinesisSink, MemorySink, chunked
+from consumer.pipeline.sink import MAX_RECORDS_PER_PUT, Entry, KinesisSink, MemorySink, chunked
 
 
 def entries(count: int, size: int = 10) -> list[Entry]:

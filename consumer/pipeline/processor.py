@@ -1,0 +1,195 @@
+"""The record processor: one per leased shard, started by the KCL MultiLangDaemon, speaking JSON lines on
+stdin/stdout through amazon_kclpy's KCLProcess.
+
+A batch is decoded, validated, scored, encoded, written (dead letters and predictions) and only then
+checkpointed at its last record. A batch that cannot be completed stops this process with exit status 1:
+amazon_kclpy would otherwise swallow the exception and the daemon would hand over the next batch, losing this one.
+When the child exits the daemon stops too; the restart resumes from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+import structlog
+from amazon_kclpy.v3.processor import RecordProcessorBase
+from prometheus_client import CollectorRegistry
+
+from consumer.errors import CheckpointFailed
+from consumer.pipeline.batch import Model, decode_records, encode, expire_stale, score
+from consumer.pipeline.checkpointing import Checkpointed, checkpoint
+from consumer.pipeline.meter import ShardMeter, ShardMetrics
+from consumer.pipeline.sink import Sink
+
+__all__ = ["RideProcessor"]
+
+
+class RideProcessor(RecordProcessorBase):  # type: ignore[misc]  # amazon_kclpy ships no type hints
+    """Scores the rides of one shard. Dependencies are passed in, so the protocol can be driven by tests."""
+
+    def __init__(
+        self,
+        *,
+        model: Model,
+        model_version: str,
+        predictions: Sink,
+        dead_letters: Sink,
+        input_stream: str,
+        test_run: bool = False,
+        max_record_age_seconds: float | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
+        metrics: ShardMetrics | None = None,
+    ) -> None:
+        self._model = model
+        self._version = model_version
+        self._predictions = predictions
+        self._dead_letters = dead_letters
+        self._input_stream = input_stream
+        self._test_run = test_run
+        self._sleep = sleep
+        self._max_record_age = max_record_age_seconds
+        self._clock = clock
+        self._metrics = metrics or ShardMetrics.create(CollectorRegistry())  # a private registry when not given
+        self._shard_id = "unknown"
+        self._meter: ShardMeter = self._metrics.for_shard(self._shard_id, clock=clock)
+        self._last_written: tuple[str, int] | None = None
+        self._last_checkpointed: tuple[str, int] | None = None
+        self._log = structlog.get_logger()
+
+    # --- The MultiLang lifecycle -------------------------------------------------------------------------
+
+    def initialize(self, initialize_input: Any) -> None:
+        self._shard_id = initialize_input.shard_id
+        structlog.contextvars.bind_contextvars(shard_id=self._shard_id, model_version=self._version)
+        self._meter = self._metrics.for_shard(self._shard_id, clock=self._clock)
+        self._meter.lease_gained()
+        self._log.info(
+            "shard_initialized",
+            sequence_number=initialize_input.sequence_number,
+            test_run=self._test_run,
+        )
+
+    def process_records(self, process_records_input: Any) -> None:
+        records = process_records_input.records
+        # Every line logged while this batch is handled (sink and checkpoint retries, a failure) says which one.
+        batch = {"batch_size": len(records)}
+        if records:
+            batch |= {
+                "first_sequence_number": records[0].sequence_number,
+                "last_sequence_number": records[-1].sequence_number,
+            }
+        with structlog.contextvars.bound_contextvars(**batch), self._meter.busy():
+            self._meter.batch_received(len(records), getattr(process_records_input, "millis_behind_latest", None))
+            try:
+                self._process_batch(records, process_records_input.checkpointer)
+            except Exception as exc:  # noqa: BLE001 - returning would let the daemon skip this batch
+                self._meter.batch_failed()
+                self._stop("batch_failed", exc)
+
+    def lease_lost(self, lease_lost_input: Any) -> None:
+        # Checkpointing is impossible now; the new owner resumes from our last checkpoint.
+        self._meter.lease_dropped()
+        self._log.info("lease_lost", last_checkpointed=self._last_checkpointed)
+
+    def shard_ended(self, shard_ended_input: Any) -> None:
+        # The daemon starts the child shards only after the parent is checkpointed at SHARD_END.
+        self._meter.lease_dropped()
+        try:
+            self._checkpoint(shard_ended_input.checkpointer, None, None)
+        except Exception as exc:  # noqa: BLE001
+            self._stop("shard_end_checkpoint_failed", exc)
+        self._log.info("shard_ended")
+
+    def shutdown_requested(self, shutdown_requested_input: Any) -> None:
+        self._meter.lease_dropped()
+        if self._test_run or self._last_written is None or self._last_written == self._last_checkpointed:
+            self._log.info("shutdown_requested", checkpoint=self._last_checkpointed)
+            return
+        try:
+            self._checkpoint(shutdown_requested_input.checkpointer, *self._last_written)
+        except Exception as exc:  # noqa: BLE001
+            self._stop("shutdown_checkpoint_failed", exc)
+        self._log.info("shutdown_requested", checkpoint=self._last_checkpointed)
+
+    # --- One batch ------------------------------------------------------------------------------------------
+
+    def _process_batch(self, records: list[Any], checkpointer: Any) -> None:
+        if not records:
+            return
+        started = time.perf_counter()
+        accepted, rejected = decode_records(records, self._shard_id)
+        fresh, stale = expire_stale(
+            accepted, now_millis=int(self._clock() * 1000), max_age_seconds=self._max_record_age
+        )
+        with self._meter.scoring():
+            scored, failed = score(self._model, fresh)
+        dead = rejected + stale + failed
+        encoded = encode(scored, dead, version=self._version, input_stream=self._input_stream)
+        last = (records[-1].sequence_number, records[-1].sub_sequence_number)
+        log = self._log.bind(
+            batch_size=len(records),
+            first_sequence_number=records[0].sequence_number,
+            last_sequence_number=last[0],
+        )
+        newest = max(record.timestamp_millis for record in records)
+        if self._test_run:
+            log.info("batch_scored_dry_run", predicted=len(scored), dead_lettered=len(encoded.dead_letters))
+            self._meter.batch_done(
+                predictions=0,
+                dead_letter_reasons=(),
+                newest_arrival_millis=newest,
+                seconds=time.perf_counter() - started,
+            )
+            return
+        if encoded.dead_letters:
+            with self._meter.put("dead_letters"):
+                self._dead_letters.put(encoded.dead_letters)
+        if encoded.predictions:
+            with self._meter.put("predictions"):
+                self._predictions.put(encoded.predictions)
+        self._last_written = last
+        self._checkpoint(checkpointer, *last)
+        seconds = time.perf_counter() - started
+        self._meter.batch_done(
+            predictions=len(encoded.predictions),
+            dead_letter_reasons=[item.reason for item in dead],
+            newest_arrival_millis=newest,
+            seconds=seconds,
+        )
+        log.info(
+            "batch_done",
+            predicted=len(encoded.predictions),
+            dead_lettered=len(encoded.dead_letters),
+            stale=len(stale),
+            seconds=round(seconds, 4),
+        )
+
+    def _checkpoint(self, checkpointer: Any, sequence_number: str | None, sub_sequence_number: int | None) -> None:
+        """Checkpoint at a record (None: at SHARD_END, the end of what was delivered)."""
+        try:
+            outcome = checkpoint(checkpointer, sequence_number, sub_sequence_number, sleep=self._sleep, log=self._log)
+        except CheckpointFailed as exc:
+            self._meter.checkpoint_failed(exc.error)
+            raise
+        if outcome is Checkpointed.LEASE_LOST:
+            self._meter.checkpoint_failed("ShutdownException")
+            self._log.warning("checkpoint_lease_lost", sequence_number=sequence_number)
+            return
+        self._meter.checkpointed()
+        if sequence_number is not None and sub_sequence_number is not None:
+            self._last_checkpointed = (sequence_number, sub_sequence_number)
+
+    def _stop(self, event: str, exc: BaseException) -> NoReturn:
+        """Exit non-zero so the daemon stops and the batch is replayed from the last checkpoint."""
+        self._log.error(
+            event,
+            error=f"{type(exc).__name__}: {exc}",
+            last_checkpointed=self._last_checkpointed,
+            exc_info=exc,
+        )
+        sys.stderr.flush()
+        raise SystemExit(1)

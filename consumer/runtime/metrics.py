@@ -1,0 +1,128 @@
+"""The pod's Prometheus exporter, run by the launcher: what one ``/metrics`` request serves.
+
+:func:`scrape_registry` builds a fresh registry with a ``MultiProcessCollector`` over the shard processes' files
+(:mod:`consumer.pipeline.meter` writes them) plus :class:`LauncherCollector`, the launcher's own metrics (the model,
+the daemon, readiness) read from a :class:`LauncherFacts` at each scrape. :func:`forget_dead_processes` removes the
+live-gauge files of a shard process that was killed (one that exits removes its own).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+
+import psutil
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.registry import Collector
+
+from consumer.pipeline.meter import BUSY_SINCE, PREFIX
+
+__all__ = ["LauncherCollector", "LauncherFacts", "busy_processors", "forget_dead_processes", "scrape_registry"]
+
+
+class LauncherFacts(Protocol):
+    """What the launcher knows and reports (consumer.runtime.health.LauncherState)."""
+
+    @property
+    def model(self) -> dict[str, str] | None: ...
+    @property
+    def model_load_seconds(self) -> float | None: ...
+    @property
+    def daemon_started_at(self) -> float | None: ...
+    def daemon_running(self) -> bool: ...
+    def ready(self) -> bool: ...
+
+
+class LauncherCollector(Collector):
+    """The launcher's metrics, read from its state at each scrape (no multiprocess files: one launcher per pod)."""
+
+    def __init__(self, facts: LauncherFacts) -> None:
+        self._facts = facts
+
+    def collect(self) -> Iterator[Metric]:
+        facts = self._facts
+        model = facts.model
+        info = GaugeMetricFamily(
+            f"{PREFIX}_model_info",
+            "The model the launcher prepared (value 1): registered name, version (as in the events) and MODEL_URI.",
+            labels=["name", "version", "uri"],
+        )
+        if model is not None:
+            info.add_metric([model.get("name") or "", model["version"], model["uri"]], 1)
+        yield info
+        scoring_path = GaugeMetricFamily(
+            f"{PREFIX}_model_path_info",
+            "How the shards score (value 1): model_path=onnx (the compiled fast path) or sklearn (the pipeline).",
+            labels=["model_path"],
+        )
+        if model is not None and model.get("model_path"):
+            scoring_path.add_metric([model["model_path"]], 1)
+        yield scoring_path
+        if facts.model_load_seconds is not None:
+            yield GaugeMetricFamily(
+                f"{PREFIX}_model_load_duration_seconds",
+                "How long the launcher took to resolve, download, verify and prepare the model.",
+                value=facts.model_load_seconds,
+            )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_daemon_up", "1 while the KCL MultiLangDaemon runs.", value=1 if facts.daemon_running() else 0
+        )
+        if facts.daemon_started_at is not None:
+            yield GaugeMetricFamily(
+                f"{PREFIX}_daemon_start_time_seconds",
+                "When the daemon was started, in Unix seconds; changes() over a window counts restarts.",
+                value=facts.daemon_started_at,
+            )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_ready",
+            "1 when /readyz answers 200: model prepared, daemon initialised.",
+            value=int(facts.ready()),
+        )
+
+
+_LIVE_GAUGE_FILE = re.compile(r"^gauge_live\w+_(\d+)\.db$")
+
+
+def forget_dead_processes(directory: Path) -> list[int]:
+    """Remove the live-gauge files of processes that no longer exist (a killed shard process cannot do it
+    itself); return their pids. Counters and histograms stay: a dead process's counts are still counts."""
+    dead = sorted(
+        {
+            int(match.group(1))
+            for path in directory.glob("gauge_live*.db")
+            if (match := _LIVE_GAUGE_FILE.match(path.name)) and not psutil.pid_exists(int(match.group(1)))
+        }
+    )
+    for pid in dead:
+        with contextlib.suppress(FileNotFoundError):  # a scrape and a probe may sweep at the same moment
+            mark_process_dead(pid, str(directory))
+    return dead
+
+
+def busy_processors(directory: Path) -> dict[str, float]:
+    """Shard id -> when its processor started the call it is still inside (Unix seconds), for each live process
+    that is busy now."""
+    forget_dead_processes(directory)
+    busy: dict[str, float] = {}
+    for metric in MultiProcessCollector(None, path=str(directory)).collect():
+        if metric.name == BUSY_SINCE:
+            for sample in metric.samples:
+                if sample.value > 0:
+                    busy[sample.labels["shard_id"]] = sample.value
+    return busy
+
+
+def scrape_registry(directory: Path, facts: LauncherFacts | None = None) -> CollectorRegistry:
+    """A fresh registry for one scrape: every shard process's files in ``directory``, plus the launcher's
+    metrics."""
+    forget_dead_processes(directory)
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(directory))
+    if facts is not None:
+        registry.register(LauncherCollector(facts))
+    return registry

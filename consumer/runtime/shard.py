@@ -1,0 +1,79 @@
+"""The shard process: what record_processor.py runs, once per leased shard, under the MultiLangDaemon.
+
+It wires the pieces (settings, logs, the prepared model, the two sinks) and hands stdin/stdout to amazon_kclpy's
+KCLProcess. stdout carries only the MultiLang protocol; every log line goes to stderr as JSON.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+from typing import TextIO
+
+from amazon_kclpy.kcl import KCLProcess
+from prometheus_client.multiprocess import mark_process_dead
+
+from consumer.errors import SettingsError
+from consumer.model.scorer import load_prepared
+from consumer.pipeline.meter import ShardMetrics
+from consumer.pipeline.processor import RideProcessor
+from consumer.pipeline.sink import KinesisSink, NullSink
+from consumer.runtime.aws import KinesisClient, kinesis_client
+from consumer.runtime.logs import configure_logging, get_logger
+from consumer.runtime.settings import Settings, load_settings
+
+__all__ = ["main", "sink_client"]
+
+
+def sink_client(settings: Settings) -> KinesisClient:
+    """The sinks' Kinesis client: its own retries off, so the sink's loop is the only one, its budget known and
+    every retry logged."""
+    endpoint = settings.aws_endpoint_url_kinesis
+    return kinesis_client(region=settings.aws_region, endpoint_url=str(endpoint) if endpoint else None, max_attempts=1)
+
+
+def main(stdin: TextIO | None = None, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+    err = stderr or sys.stderr
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"record processor: {exc}", file=err)
+        return 2
+    configure_logging(settings.log_level, stream=err, component="record_processor")
+    if settings.prepared_model_dir is None:
+        get_logger().error("no_prepared_model", hint="PREPARED_MODEL_DIR is set by `python -m consumer run`")
+        return 2
+    scorer = load_prepared(settings.prepared_model_dir)
+    client = sink_client(settings)
+    # The launcher put PROMETHEUS_MULTIPROC_DIR in our environment, so prometheus_client (imported with the
+    # processor) writes every value to a file there. On exit this process's live gauges (lag, lease) go away.
+    metrics = ShardMetrics.create()
+    atexit.register(mark_process_dead, os.getpid(), str(settings.prometheus_multiproc_dir))
+
+    if settings.bench_discard_output:
+        get_logger().warning("output_discarded", reason="BENCH_DISCARD_OUTPUT=true (benchmark against an emulator)")
+
+    def sink(stream_name: str, role: str) -> KinesisSink | NullSink:
+        if settings.bench_discard_output:
+            return NullSink(stream_name)
+        return KinesisSink(
+            client,
+            stream_name,
+            max_attempts=settings.put_max_attempts,
+            backoff_max_seconds=settings.put_backoff_max_seconds,
+            on_retry=metrics.put_entries_retried.labels(role).inc,
+        )
+
+    processor = RideProcessor(
+        model=scorer,
+        model_version=scorer.info.version,
+        predictions=sink(settings.predictions_stream_name, "predictions"),
+        dead_letters=sink(settings.dead_letter_stream_name, "dead_letters"),
+        input_stream=settings.input_stream_name,
+        test_run=settings.test_run,
+        max_record_age_seconds=settings.max_record_age_seconds,
+        metrics=metrics,
+    )
+    KCLProcess(processor, input_file=stdin or sys.stdin, output_file=stdout or sys.stdout, error_file=err).run()
+    return 0
