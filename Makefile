@@ -33,7 +33,7 @@ demo: setup
 bench: setup
 	$(PY) -m consumer bench $(BENCH_ARGS)
 
-## lint: ruff, its rules and its formatting (`.venv/bin/ruff format .` fixes the latter)
+## lint: ruff
 lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
