@@ -4,14 +4,15 @@ PY := .venv/bin/python
 PIPENV_VERSION := 2026.10.3
 export PIPENV_VENV_IN_PROJECT := 1
 
-.PHONY: setup test test-faults container-test demo bench lint dashboard lock clean
+.PHONY: setup test test-faults container-test demo bench lint typecheck dashboard lock clean
 
 ## setup: .venv with the locked packages, amazon-kclpy with the pinned KCL jars, the emulators
 setup:
 	bash scripts/setup.sh
 
-## test: the whole test suite (PYTEST_ARGS="-k foo" to narrow it)
-test: setup
+## test: the static checks (lint, typecheck), then the whole test suite (PYTEST_ARGS="-k foo" to narrow it);
+## a failing check stops it before pytest starts
+test: setup lint typecheck
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 ## test-faults: the fault suite (README "Delivery guarantees"): kills, throttling, resharding... on the real daemon,
@@ -35,6 +36,13 @@ bench: setup
 ## lint: ruff
 lint: setup
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+## typecheck: the layers' import contract (import-linter, pyproject.toml) and mypy in strict mode on the runtime,
+## the pipeline, the model, the CLI and record_processor.py
+typecheck: setup
+	.venv/bin/lint-imports
+	$(PY) -m mypy
 
 ## dashboard: rebuild dashboards/ride-consumer.json from dashboards/build.py (grafana-foundation-sdk)
 dashboard: setup

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
 from consumer.errors import ConsumerError
 from consumer.runtime.logs import configure_logging
+
+if TYPE_CHECKING:
+    from consumer.runtime.aws import KinesisClient
 
 __all__ = ["main"]
 
@@ -95,7 +98,7 @@ def train(
     click.echo(f"tracking URI: {tracking_uri}")
 
 
-def _kinesis() -> Any:
+def _kinesis() -> KinesisClient:
     from consumer.runtime.aws import kinesis_client
 
     return kinesis_client()  # region, credentials and AWS_ENDPOINT_URL_KINESIS from the environment

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from consumer.errors import ModelError
 from consumer.model.fastpath import OnnxScorer, load
@@ -37,6 +38,7 @@ from consumer.model.prepared import (
     Layout,
     ModelInfo,
 )
+from consumer.model.scorer import Predictor
 
 __all__ = [
     "Agreement",
@@ -114,7 +116,7 @@ def _used_columns(estimator: Any) -> list[int]:
     return sorted({int(f) for tree in _trees(estimator) for f in tree.feature if f >= 0})
 
 
-def compile_pipeline(pipeline: Any) -> Compiled:
+def compile_pipeline(pipeline: Predictor) -> Compiled:
     """Convert the pipeline's tree ensemble to ONNX over the columns its trees use. Raise NotCompilable."""
     import onnx
     from skl2onnx import convert_sklearn
@@ -146,7 +148,7 @@ def compile_pipeline(pipeline: Any) -> Compiled:
     return Compiled(model.SerializeToString(), layout, type(estimator).__name__, len(names))
 
 
-def _thresholds(estimator: Any) -> dict[int, np.ndarray]:
+def _thresholds(estimator: Any) -> dict[int, npt.NDArray[np.float64]]:
     found: dict[int, list[float]] = {}
     for tree in _trees(estimator):
         for feature, threshold in zip(tree.feature, tree.threshold, strict=True):
@@ -155,7 +157,7 @@ def _thresholds(estimator: Any) -> dict[int, np.ndarray]:
     return {column: np.unique(np.asarray(values)) for column, values in found.items()}
 
 
-def probe_rows(pipeline: Any, count: int = _PROBE_ROWS, seed: int = 0) -> list[dict[str, Any]]:
+def probe_rows(pipeline: Predictor, count: int = _PROBE_ROWS, seed: int = 0) -> list[dict[str, Any]]:
     """Feature dicts that exercise every split of the trees: each used category and an unseen one, and each
     numeric threshold exactly, at its float32 rounding and at the float32 values on either side."""
     vectorizer, estimator = _parts(pipeline)
@@ -166,7 +168,7 @@ def probe_rows(pipeline: Any, count: int = _PROBE_ROWS, seed: int = 0) -> list[d
         key, _, value = name.partition(compiled_layout.separator)
         categories.setdefault(key, []).append(value)
     thresholds = _thresholds(estimator)
-    numbers: dict[str, np.ndarray] = {}
+    numbers: dict[str, npt.NDArray[np.float64]] = {}
     for name in compiled_layout.numeric:
         split = thresholds.get(vectorizer.vocabulary_[name], np.zeros(1))
         as32 = split.astype(np.float32)
@@ -206,7 +208,7 @@ def compile_layout(vectorizer: Any, estimator: Any) -> Layout:
     return Layout(separator=vectorizer.separator, onehot=onehot, numeric=numeric, width=max(len(used), 1))
 
 
-def agreement(pipeline: Any, scorer: OnnxScorer, rows: Sequence[Mapping[str, Any]]) -> Agreement:
+def agreement(pipeline: Predictor, scorer: OnnxScorer, rows: Sequence[Mapping[str, Any]]) -> Agreement:
     """Largest absolute difference between the pipeline and the compiled model on ``rows`` (minutes)."""
     if not rows:
         return Agreement(0, 0.0)
@@ -216,7 +218,7 @@ def agreement(pipeline: Any, scorer: OnnxScorer, rows: Sequence[Mapping[str, Any
 
 
 def compile_into(
-    directory: Path, pipeline: Any, info: ModelInfo, heldout_rows: Iterable[Mapping[str, Any]] = ()
+    directory: Path, pipeline: Predictor, info: ModelInfo, heldout_rows: Iterable[Mapping[str, Any]] = ()
 ) -> FastPathState:
     """Compile ``pipeline`` into the prepared ``directory`` and check it; write ``fastpath.json`` either way.
 

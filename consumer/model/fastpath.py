@@ -11,15 +11,28 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from consumer.errors import ModelError
 from consumer.model.features import Ride, features
 from consumer.model.prepared import FAST_MODEL_FILE, MODEL_PATH_ONNX, Layout, ModelInfo, read_layout
 
-__all__ = ["OnnxScorer", "load"]
+__all__ = ["OnnxScorer", "Session", "load"]
+
+
+class _Input(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+class Session(Protocol):
+    """The part of ``onnxruntime.InferenceSession`` the scorer uses (onnxruntime has no type hints)."""
+
+    def get_inputs(self) -> Sequence[_Input]: ...
+    def run(self, output_names: None, input_feed: Mapping[str, npt.NDArray[np.float32]]) -> Sequence[Any]: ...
 
 
 class OnnxScorer:
@@ -27,17 +40,17 @@ class OnnxScorer:
 
     path = MODEL_PATH_ONNX
 
-    def __init__(self, session: Any, layout: Layout, info: ModelInfo) -> None:
+    def __init__(self, session: Session, layout: Layout, info: ModelInfo) -> None:
         self._session = session
         self._layout = layout
         self._input = session.get_inputs()[0].name
         self.info = info
 
-    def predict(self, rides: Sequence[Ride]) -> np.ndarray:
+    def predict(self, rides: Sequence[Ride]) -> npt.NDArray[np.float64]:
         """Durations in minutes, one per ride, in order; an empty batch gives an empty array."""
         return self.predict_rows([features(ride) for ride in rides])
 
-    def predict_rows(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
+    def predict_rows(self, rows: Sequence[Mapping[str, Any]]) -> npt.NDArray[np.float64]:
         """The same for feature dicts (what the pipeline's ``predict`` takes)."""
         if not rows:
             return np.empty(0, dtype=np.float64)
@@ -49,7 +62,7 @@ class OnnxScorer:
         return f"OnnxScorer({self.info!r})"
 
 
-def _matrix(rows: Sequence[Mapping[str, Any]], layout: Layout) -> np.ndarray:
+def _matrix(rows: Sequence[Mapping[str, Any]], layout: Layout) -> npt.NDArray[np.float32]:
     onehot, numeric, separator = layout.onehot, layout.numeric, layout.separator
     row_index: list[int] = []
     col_index: list[int] = []

@@ -24,9 +24,17 @@ import structlog
 
 from consumer.errors import ModelError
 from consumer.model.compile import compile_into
-from consumer.model.prepared import METADATA_FILE, MODEL_PATH_ONNX, MODEL_PATH_SKLEARN, PIPELINE_FILE, read_state
+from consumer.model.prepared import (
+    METADATA_FILE,
+    MODEL_PATH_ONNX,
+    MODEL_PATH_SKLEARN,
+    PIPELINE_FILE,
+    ModelInfo,
+    PreparedMetadata,
+    read_state,
+)
 from consumer.model.resolve import Source, content_hash, download, read_mlmodel, resolve
-from consumer.model.scorer import load_prepared
+from consumer.model.scorer import Predictor, Scorer, load_prepared
 from consumer.model.trust import load_pipeline
 
 __all__ = ["prepare"]
@@ -90,14 +98,16 @@ def _is_prepared(path: Path) -> bool:
 
 
 def _write_prepared(
-    staging: Path, pipeline: Any, source: Source, mlmodel: dict[str, Any], fmt: str, trusted: list[str]
+    staging: Path, pipeline: Predictor, source: Source, mlmodel: dict[str, Any], fmt: str, trusted: list[str]
 ) -> None:
     import joblib
     import sklearn
 
+    if source.version is None:  # prepare() sets it from the content hash first; a shard could not load it
+        raise ModelError(f"{source.requested}: no version to record in {METADATA_FILE}")
     staging.mkdir(parents=True)
     joblib.dump(pipeline, staging / PIPELINE_FILE)
-    metadata = {
+    metadata: PreparedMetadata = {
         "uri": source.uri,
         "name": source.name,
         "version": source.version,
@@ -124,7 +134,7 @@ def _input_example(model_dir: Path) -> list[dict[str, Any]]:
     return example
 
 
-def _check_prepared(staging: Path, pipeline: Any, model_dir: Path, model_uri: str) -> Any:
+def _check_prepared(staging: Path, pipeline: Predictor, model_dir: Path, model_uri: str) -> Scorer:
     """Load the prepared pipeline the way a shard will and return that scorer; if MLflow saved an input example
     (a list of feature dicts), the prepared pipeline must predict exactly what the loaded one does."""
     import numpy as np
@@ -136,7 +146,9 @@ def _check_prepared(staging: Path, pipeline: Any, model_dir: Path, model_uri: st
     return scorer
 
 
-def _compile(directory: Path, pipeline: Any, info: Any, heldout: list[dict[str, Any]], model_uri: str) -> None:
+def _compile(
+    directory: Path, pipeline: Predictor, info: ModelInfo, heldout: list[dict[str, Any]], model_uri: str
+) -> None:
     """The fast path for this model version (:func:`consumer.model.compile.compile_into`), logged either way."""
     state = compile_into(directory, pipeline, info, heldout)
     if state.compiled:

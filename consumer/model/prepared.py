@@ -17,7 +17,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import NotRequired, TypedDict, cast
 
 from consumer.errors import ModelError
 
@@ -32,6 +32,7 @@ __all__ = [
     "FastPathState",
     "Layout",
     "ModelInfo",
+    "PreparedMetadata",
     "model_info",
     "read_layout",
     "read_metadata",
@@ -52,6 +53,20 @@ TOLERANCE_MINUTES = 1e-3
 #: The two values of the ``model_path`` label in logs and metrics.
 MODEL_PATH_ONNX = "onnx"
 MODEL_PATH_SKLEARN = "sklearn"
+
+
+class PreparedMetadata(TypedDict):
+    """``model.json``: ``uri`` and ``version`` are checked when it is read; the rest is provenance."""
+
+    uri: str
+    version: str
+    name: NotRequired[str | None]
+    run_id: NotRequired[str | None]
+    flavor_format: NotRequired[str]
+    prepared_at: NotRequired[str]  # ISO 8601
+    sklearn_version: NotRequired[str]  # the scikit-learn that wrote pipeline.joblib
+    logged_sklearn_version: NotRequired[str | None]  # the one MLflow logged the model with
+    skops_trusted_types: NotRequired[list[str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +108,7 @@ class FastPathState:
     versions: Mapping[str, str] | None = None
 
 
-def read_metadata(path: Path) -> dict[str, Any]:
+def read_metadata(path: Path) -> PreparedMetadata:
     """``model.json`` of a prepared directory; :class:`ModelError` when it is missing, unreadable or incomplete."""
     try:
         metadata = json.loads((Path(path) / METADATA_FILE).read_text(encoding="utf-8"))
@@ -103,10 +118,10 @@ def read_metadata(path: Path) -> dict[str, Any]:
         raise ModelError(f"{path}: cannot read {METADATA_FILE}: {exc}") from exc
     if not isinstance(metadata, dict) or not metadata.get("version") or not metadata.get("uri"):
         raise ModelError(f"{path}: {METADATA_FILE} has no uri or version")
-    return metadata
+    return cast(PreparedMetadata, metadata)  # a JSON object with uri and version: the rest is read with .get()
 
 
-def model_info(metadata: Mapping[str, Any]) -> ModelInfo:
+def model_info(metadata: PreparedMetadata) -> ModelInfo:
     """The :class:`ModelInfo` recorded in ``model.json``."""
     return ModelInfo(
         uri=str(metadata["uri"]),

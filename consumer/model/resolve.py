@@ -20,9 +20,13 @@ import re
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from consumer.errors import ModelError
+
+if TYPE_CHECKING:  # mlflow is imported inside functions only
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
 
 __all__ = ["MLMODEL", "Source", "content_hash", "download", "parse_mlmodel", "read_mlmodel", "resolve"]
 
@@ -56,7 +60,7 @@ def resolve(model_uri: str, peek_dir: Path, *, tracking_uri: str | None, registr
     return _resolve_artifact_uri(model_uri, peek_dir, tracking_uri=tracking_uri, registry_uri=registry_uri)
 
 
-def _client(tracking_uri: str | None, registry_uri: str | None) -> Any:
+def _client(tracking_uri: str | None, registry_uri: str | None) -> MlflowClient:
     from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
@@ -97,7 +101,7 @@ def _resolve_models_uri(model_uri: str, *, tracking_uri: str | None, registry_ur
     )
 
 
-def _model_version(model_uri: str, parts: list[str], client: Any) -> Any:
+def _model_version(model_uri: str, parts: list[str], client: MlflowClient) -> ModelVersion:
     """The registry's ModelVersion for name@alias, name/<version>, name/latest or name/<stage>."""
     if len(parts) == 1:
         name, alias = parts[0].rsplit("@", 1)
@@ -116,7 +120,7 @@ def _model_version(model_uri: str, parts: list[str], client: Any) -> Any:
     return max(latest, key=lambda version: int(version.version))
 
 
-def _resolve_logged_model(model_uri: str, model_id: str, client: Any, *, tracking_uri: str | None) -> Source:
+def _resolve_logged_model(model_uri: str, model_id: str, client: MlflowClient, *, tracking_uri: str | None) -> Source:
     """``models:/m-<id>``: not a registry version, so the version is its run id (or the model id)."""
     import mlflow
 

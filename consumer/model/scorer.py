@@ -9,11 +9,12 @@ the number of shards.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Protocol, TypeVar, overload
 
 import numpy as np
+import numpy.typing as npt
 import structlog
 
 from consumer.errors import ModelError
@@ -23,12 +24,23 @@ from consumer.model.prepared import (
     MODEL_PATH_SKLEARN,
     PIPELINE_FILE,
     ModelInfo,
+    PreparedMetadata,
     model_info,
     read_metadata,
     read_state,
 )
 
-__all__ = ["AnyScorer", "Scorer", "load_prepared", "preload", "single_threaded"]
+__all__ = ["AnyScorer", "Predictor", "Scorer", "load_prepared", "preload", "single_threaded"]
+
+
+class Predictor(Protocol):
+    """What ``pipeline.joblib`` holds (scikit-learn has no type hints): a fitted pipeline whose ``predict`` takes
+    feature dicts (:func:`consumer.model.features.features`) and returns one duration per row."""
+
+    def predict(self, rows: Sequence[Mapping[str, Any]], /) -> npt.ArrayLike: ...
+
+
+_P = TypeVar("_P", bound=Predictor)
 
 
 class Scorer:
@@ -37,16 +49,16 @@ class Scorer:
     #: Which path scores (``model_path`` in logs and metrics); :class:`consumer.model.fastpath.OnnxScorer` says "onnx".
     path = MODEL_PATH_SKLEARN
 
-    def __init__(self, pipeline: Any, info: ModelInfo) -> None:
+    def __init__(self, pipeline: Predictor, info: ModelInfo) -> None:
         self._pipeline = pipeline
         self.info = info
 
     @property
-    def pipeline(self) -> Any:
+    def pipeline(self) -> Predictor:
         """The scikit-learn pipeline itself (for checks and measurements; the processor calls ``predict``)."""
         return self._pipeline
 
-    def predict(self, rides: Sequence[Ride]) -> np.ndarray:
+    def predict(self, rides: Sequence[Ride]) -> npt.NDArray[np.float64]:
         """Durations in minutes, one per ride, in order. An empty batch gives an empty array; the model is not
         called."""
         if not rides:
@@ -61,17 +73,25 @@ class Scorer:
 AnyScorer = Scorer | fastpath.OnnxScorer
 
 
-def single_threaded(pipeline: Any) -> Any:
+def single_threaded(pipeline: _P) -> _P:
     """Set ``n_jobs=1`` on every step that has it (in place) and return the pipeline.
 
     A RandomForest with ``n_jobs=-1`` starts a thread pool per predict call: on small batches and two cores that
     is slower than scoring on the calling thread, and every shard process would compete for all the cores.
     """
-    params = pipeline.get_params(deep=True) if hasattr(pipeline, "get_params") else {}
+    if not (hasattr(pipeline, "get_params") and hasattr(pipeline, "set_params")):
+        return pipeline  # not a scikit-learn estimator: no n_jobs to set
+    params = pipeline.get_params(deep=True)
     single = {key: 1 for key, value in params.items() if key.endswith("n_jobs") and value != 1}
     if single:
         pipeline.set_params(**single)
     return pipeline
+
+
+@overload
+def load_prepared(path: Path, *, prefer_compiled: Literal[False]) -> Scorer: ...
+@overload
+def load_prepared(path: Path, *, prefer_compiled: bool = True) -> AnyScorer: ...
 
 
 def load_prepared(path: Path, *, prefer_compiled: bool = True) -> AnyScorer:
@@ -128,7 +148,7 @@ def _log_loaded(scorer: AnyScorer, why: str) -> None:
         structlog.get_logger().info("model_loaded", model_path=scorer.path, version=scorer.info.version, why=why)
 
 
-def _load_pipeline(path: Path, metadata: dict[str, Any], info: ModelInfo) -> Scorer:
+def _load_pipeline(path: Path, metadata: PreparedMetadata, info: ModelInfo) -> Scorer:
     import joblib
     import sklearn
 

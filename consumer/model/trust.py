@@ -14,7 +14,7 @@ from typing import Any
 
 from consumer.errors import ModelError
 from consumer.model.resolve import MLMODEL
-from consumer.model.scorer import single_threaded
+from consumer.model.scorer import Predictor, single_threaded
 
 __all__ = ["FORMATS", "load_pipeline"]
 
@@ -28,7 +28,7 @@ def load_pipeline(
     *,
     allow_pickle: bool,
     allowed_skops_types: Collection[str] | None,
-) -> tuple[Any, str, list[str]]:
+) -> tuple[Predictor, str, list[str]]:
     """Return ``(pipeline, serialization_format, trusted_types)``."""
     flavor = (mlmodel.get("flavors") or {}).get("sklearn")
     if not isinstance(flavor, dict):
@@ -74,7 +74,7 @@ def _skops_trust(flavor: dict[str, Any], data: Path, model_uri: str, allowed: Co
     return list(recorded)
 
 
-def _load_skops(data: Path, trusted: list[str], model_uri: str) -> Any:
+def _load_skops(data: Path, trusted: list[str], model_uri: str) -> Any:  # whatever the file holds
     import skops.io
 
     try:

@@ -7,7 +7,7 @@ or a dead-letter entry carrying its payload and the reason. The processor then p
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -54,7 +54,7 @@ class KclRecord(Protocol):
 class Model(Protocol):
     """Scores rides: one duration in minutes per ride, in order. May raise on rides it cannot handle."""
 
-    def predict(self, rides: Sequence[Ride]) -> Sequence[float]: ...
+    def predict(self, rides: Sequence[Ride]) -> Collection[float]: ...  # a list, a numpy array
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,9 +16,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from enum import Enum
-from typing import Any, Protocol
+from typing import Protocol
 
 from amazon_kclpy.checkpoint_error import CheckpointError
+from structlog.typing import FilteringBoundLogger
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from consumer.errors import CheckpointFailed
@@ -50,7 +51,7 @@ def _is_retryable(exc: BaseException) -> bool:
     return isinstance(exc, CheckpointError) and _error_name(exc) in RETRYABLE
 
 
-def _log_retry(log: Any) -> Callable[[RetryCallState], None]:
+def _log_retry(log: FilteringBoundLogger) -> Callable[[RetryCallState], None]:
     def before_sleep(state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
         log.warning("checkpoint_retry", attempt=state.attempt_number, error=_error_name(error) if error else None)
@@ -66,7 +67,7 @@ def checkpoint(
     max_attempts: int = 8,
     backoff_max_seconds: float = 5.0,
     sleep: Callable[[float], None] = time.sleep,
-    log: Any = None,
+    log: FilteringBoundLogger | None = None,
 ) -> Checkpointed:
     """Checkpoint at ``sequence_number`` (the end of the delivered records when None) under the policy above."""
     retrying = Retrying(

@@ -11,20 +11,61 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
-from typing import Any, NoReturn
+from collections.abc import Callable, Sequence
+from typing import NoReturn, Protocol
 
 import structlog
 from amazon_kclpy.v3.processor import RecordProcessorBase
 from prometheus_client import CollectorRegistry
+from structlog.typing import FilteringBoundLogger
 
 from consumer.errors import CheckpointFailed
-from consumer.pipeline.batch import Model, decode_records, encode, expire_stale, score
-from consumer.pipeline.checkpointing import Checkpointed, checkpoint
+from consumer.pipeline.batch import KclRecord, Model, decode_records, encode, expire_stale, score
+from consumer.pipeline.checkpointing import Checkpointed, Checkpointer, checkpoint
 from consumer.pipeline.meter import ShardMeter, ShardMetrics
 from consumer.pipeline.sink import Sink
 
-__all__ = ["RideProcessor"]
+__all__ = [
+    "InitializeInput",
+    "LeaseLostInput",
+    "ProcessRecordsInput",
+    "RideProcessor",
+    "ShardEndedInput",
+    "ShutdownRequestedInput",
+]
+
+
+# What the daemon hands the processor: the fields of amazon_kclpy.messages' inputs that it reads (amazon_kclpy
+# has no type hints). Tests pass their own objects with these fields.
+
+
+class InitializeInput(Protocol):
+    @property
+    def shard_id(self) -> str: ...
+    @property
+    def sequence_number(self) -> str | None: ...
+
+
+class ProcessRecordsInput(Protocol):
+    # millis_behind_latest is read when present (amazon_kclpy's input always has it).
+    @property
+    def records(self) -> Sequence[KclRecord]: ...
+    @property
+    def checkpointer(self) -> Checkpointer: ...
+
+
+class LeaseLostInput(Protocol):
+    """No fields: the lease is gone, and with it the right to checkpoint."""
+
+
+class ShardEndedInput(Protocol):
+    @property
+    def checkpointer(self) -> Checkpointer: ...
+
+
+class ShutdownRequestedInput(Protocol):
+    @property
+    def checkpointer(self) -> Checkpointer: ...
 
 
 class RideProcessor(RecordProcessorBase):  # type: ignore[misc]  # amazon_kclpy ships no type hints
@@ -58,11 +99,11 @@ class RideProcessor(RecordProcessorBase):  # type: ignore[misc]  # amazon_kclpy 
         self._meter: ShardMeter = self._metrics.for_shard(self._shard_id, clock=clock)
         self._last_written: tuple[str, int] | None = None
         self._last_checkpointed: tuple[str, int] | None = None
-        self._log = structlog.get_logger()
+        self._log: FilteringBoundLogger = structlog.get_logger()
 
     # --- The MultiLang lifecycle -------------------------------------------------------------------------
 
-    def initialize(self, initialize_input: Any) -> None:
+    def initialize(self, initialize_input: InitializeInput) -> None:
         self._shard_id = initialize_input.shard_id
         structlog.contextvars.bind_contextvars(shard_id=self._shard_id, model_version=self._version)
         self._meter = self._metrics.for_shard(self._shard_id, clock=self._clock)
@@ -73,29 +114,30 @@ class RideProcessor(RecordProcessorBase):  # type: ignore[misc]  # amazon_kclpy 
             test_run=self._test_run,
         )
 
-    def process_records(self, process_records_input: Any) -> None:
+    def process_records(self, process_records_input: ProcessRecordsInput) -> None:
         records = process_records_input.records
         # Every line logged while this batch is handled (sink and checkpoint retries, a failure) says which one.
-        batch = {"batch_size": len(records)}
+        batch: dict[str, int | str] = {"batch_size": len(records)}
         if records:
             batch |= {
                 "first_sequence_number": records[0].sequence_number,
                 "last_sequence_number": records[-1].sequence_number,
             }
         with structlog.contextvars.bound_contextvars(**batch), self._meter.busy():
-            self._meter.batch_received(len(records), getattr(process_records_input, "millis_behind_latest", None))
+            millis_behind_latest: int | None = getattr(process_records_input, "millis_behind_latest", None)
+            self._meter.batch_received(len(records), millis_behind_latest)
             try:
                 self._process_batch(records, process_records_input.checkpointer)
             except Exception as exc:  # noqa: BLE001 - returning would let the daemon skip this batch
                 self._meter.batch_failed()
                 self._stop("batch_failed", exc)
 
-    def lease_lost(self, lease_lost_input: Any) -> None:
+    def lease_lost(self, lease_lost_input: LeaseLostInput) -> None:
         # Checkpointing is impossible now; the new owner resumes from our last checkpoint.
         self._meter.lease_dropped()
         self._log.info("lease_lost", last_checkpointed=self._last_checkpointed)
 
-    def shard_ended(self, shard_ended_input: Any) -> None:
+    def shard_ended(self, shard_ended_input: ShardEndedInput) -> None:
         # The daemon starts the child shards only after the parent is checkpointed at SHARD_END.
         self._meter.lease_dropped()
         try:
@@ -104,7 +146,7 @@ class RideProcessor(RecordProcessorBase):  # type: ignore[misc]  # amazon_kclpy 
             self._stop("shard_end_checkpoint_failed", exc)
         self._log.info("shard_ended")
 
-    def shutdown_requested(self, shutdown_requested_input: Any) -> None:
+    def shutdown_requested(self, shutdown_requested_input: ShutdownRequestedInput) -> None:
         self._meter.lease_dropped()
         if self._test_run or self._last_written is None or self._last_written == self._last_checkpointed:
             self._log.info("shutdown_requested", checkpoint=self._last_checkpointed)
@@ -117,7 +159,7 @@ class RideProcessor(RecordProcessorBase):  # type: ignore[misc]  # amazon_kclpy 
 
     # --- One batch ------------------------------------------------------------------------------------------
 
-    def _process_batch(self, records: list[Any], checkpointer: Any) -> None:
+    def _process_batch(self, records: Sequence[KclRecord], checkpointer: Checkpointer) -> None:
         if not records:
             return
         started = time.perf_counter()
@@ -168,7 +210,9 @@ class RideProcessor(RecordProcessorBase):  # type: ignore[misc]  # amazon_kclpy 
             seconds=round(seconds, 4),
         )
 
-    def _checkpoint(self, checkpointer: Any, sequence_number: str | None, sub_sequence_number: int | None) -> None:
+    def _checkpoint(
+        self, checkpointer: Checkpointer, sequence_number: str | None, sub_sequence_number: int | None
+    ) -> None:
         """Checkpoint at a record (None: at SHARD_END, the end of what was delivered)."""
         try:
             outcome = checkpoint(checkpointer, sequence_number, sub_sequence_number, sleep=self._sleep, log=self._log)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 from botocore.exceptions import (
@@ -20,9 +20,13 @@ from botocore.exceptions import (
     EndpointConnectionError,
     ReadTimeoutError,
 )
+from structlog.typing import FilteringBoundLogger
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from consumer.errors import SinkError
+
+if TYPE_CHECKING:  # boto3-stubs, a development dependency
+    from mypy_boto3_kinesis import KinesisClient
 
 __all__ = [
     "MAX_BYTES_PER_PUT",
@@ -128,7 +132,7 @@ class KinesisSink:
 
     def __init__(
         self,
-        client: Any,
+        client: KinesisClient,
         stream_name: str,
         *,
         max_attempts: int = 8,
@@ -143,7 +147,7 @@ class KinesisSink:
         self._wait = wait_random_exponential(multiplier=backoff_first_seconds, max=backoff_max_seconds)
         self._sleep = sleep
         self._on_retry = on_retry
-        self._log = structlog.get_logger(stream_name=stream_name)
+        self._log: FilteringBoundLogger = structlog.get_logger(stream_name=stream_name)
 
     def put(self, entries: Sequence[Entry]) -> list[PutResult]:
         written: list[PutResult] = []
@@ -243,7 +247,7 @@ class MemorySink:
     def put(self, entries: Sequence[Entry]) -> list[PutResult]:
         if self.fail_with is not None:
             raise self.fail_with
-        results = []
+        results: list[PutResult] = []
         for chunk in chunked(entries):
             for entry in chunk:
                 self.written.append(entry)
@@ -261,7 +265,7 @@ class NullSink:
     discarded: int = 0
 
     def put(self, entries: Sequence[Entry]) -> list[PutResult]:
-        results = []
+        results: list[PutResult] = []
         for chunk in chunked(entries):
             self.discarded += len(chunk)
             results.extend(PutResult("discarded", "0") for _ in chunk)

@@ -35,7 +35,9 @@ import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn, cast
+
+from structlog.typing import FilteringBoundLogger
 
 from consumer.runtime.forkclient import FORWARDED_SIGNALS
 from consumer.runtime.process import die_with_parent
@@ -113,7 +115,7 @@ def start(env: Mapping[str, str], work_dir: Path, *, timeout: float = 60.0) -> F
 class _Server:
     """Accepts record processors on a Unix socket, forks a worker for each, reports each worker's end."""
 
-    def __init__(self, listener: socket.socket, log: Any) -> None:
+    def __init__(self, listener: socket.socket, log: FilteringBoundLogger) -> None:
         self._listener = listener
         self._log = log
         self._selector = selectors.DefaultSelector()
@@ -138,7 +140,8 @@ class _Server:
                     with contextlib.suppress(BlockingIOError):
                         self._wake_read.recv(4096)
                 else:
-                    self._client_readable(key.fileobj, key.data)  # type: ignore[arg-type]
+                    # Registered in _accept: a record processor's connection, with its worker's pid.
+                    self._client_readable(cast(socket.socket, key.fileobj), key.data)
             self._reap()
             if os.getppid() != parent:
                 self._log.warning("fork_server_orphaned", parent=parent)
@@ -267,7 +270,7 @@ def _run_shard() -> int:
 
     atexit._clear()  # the server's exit handlers are not the worker's
     try:
-        code: Any = shard_main()
+        code: str | int | None = shard_main()  # or SystemExit's code
     except SystemExit as exc:
         code = exc.code
     except KeyboardInterrupt:
@@ -294,7 +297,7 @@ def _flush() -> None:
             stream.flush()
 
 
-def _prepare() -> Any:
+def _prepare() -> FilteringBoundLogger:
     """Import everything a shard imports, load the model once, warm boto3; return the logger."""
     from consumer.model import scorer as scoring
     from consumer.runtime import shard

@@ -21,14 +21,17 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from socketserver import ThreadingMixIn
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any, Protocol
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import orjson
 from prometheus_client import make_wsgi_app
 
 from consumer.runtime.logs import get_logger
-from consumer.runtime.metrics import busy_processors, scrape_registry
+from consumer.runtime.metrics import PreparedModel, busy_processors, scrape_registry
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 __all__ = ["INITIALIZED_MARKER", "Check", "DaemonOutput", "HealthServer", "LauncherState", "liveness", "readiness"]
 
@@ -47,6 +50,12 @@ class Check:
         return orjson.dumps({"status": "ok" if self.ok else "fail", "checks": self.reasons})
 
 
+class Polled(Protocol):
+    """The daemon as the state sees it: a subprocess.Popen, or anything else with ``poll()``."""
+
+    def poll(self) -> int | None: ...
+
+
 class LauncherState:
     """What the launcher knows about its pod. Written by the launcher's main thread and the daemon-output relay,
     read by the HTTP server's threads (single attribute writes; nothing needs a lock)."""
@@ -61,17 +70,17 @@ class LauncherState:
         self.multiproc_dir = multiproc_dir
         self.stuck_after_seconds = stuck_after_seconds
         self.clock = clock
-        self.model: dict[str, str] | None = None
+        self.model: PreparedModel | None = None
         self.model_load_seconds: float | None = None
         self.daemon_started_at: float | None = None
         self.daemon_initialized = False
-        self._daemon: Any = None  # subprocess.Popen
+        self._daemon: Polled | None = None
 
-    def model_prepared(self, info: dict[str, str], seconds: float) -> None:
+    def model_prepared(self, info: PreparedModel, seconds: float) -> None:
         self.model = info
         self.model_load_seconds = seconds
 
-    def daemon_started(self, process: Any) -> None:
+    def daemon_started(self, process: Polled) -> None:
         """``process``: the daemon's subprocess.Popen (anything with ``poll()``)."""
         self._daemon = process
         self.daemon_started_at = self.clock()
@@ -148,10 +157,11 @@ class HealthServer:
         self._server.shutdown()
         self._server.server_close()
 
-    def _app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    def _app(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")
         if path == "/metrics":
-            return make_wsgi_app(scrape_registry(self._state.multiproc_dir, self._state))(environ, start_response)
+            metrics: WSGIApplication = make_wsgi_app(scrape_registry(self._state.multiproc_dir, self._state))
+            return metrics(environ, start_response)
         if path == "/healthz":
             check = liveness(self._state)
         elif path == "/readyz":

@@ -8,6 +8,7 @@ from typing import Any, TextIO
 
 import orjson
 import structlog
+from structlog.typing import FilteringBoundLogger, Processor
 
 __all__ = ["configure_logging", "get_logger"]
 
@@ -20,7 +21,7 @@ def configure_logging(level: str = "INFO", *, stream: TextIO | None = None, comp
     """Send structlog and the standard library's logging (boto3, mlflow) to ``stream`` (stderr) as JSON lines."""
     out = stream if stream is not None else sys.stderr
     numeric = logging.getLevelName(level.upper())
-    shared: list[Any] = [
+    shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -57,6 +58,7 @@ def configure_logging(level: str = "INFO", *, stream: TextIO | None = None, comp
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
 
 
-def get_logger(**bound: Any) -> Any:
+def get_logger(**bound: Any) -> FilteringBoundLogger:
     """A structlog logger with ``bound`` fields on every line."""
-    return structlog.get_logger().bind(**bound)
+    logger: FilteringBoundLogger = structlog.get_logger()  # the wrapper class configure_logging sets
+    return logger.bind(**bound)

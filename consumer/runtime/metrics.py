@@ -12,7 +12,7 @@ import contextlib
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import NotRequired, Protocol, TypedDict
 
 import psutil
 from prometheus_client import CollectorRegistry
@@ -22,14 +22,30 @@ from prometheus_client.registry import Collector
 
 from consumer.pipeline.meter import BUSY_SINCE, PREFIX
 
-__all__ = ["LauncherCollector", "LauncherFacts", "busy_processors", "forget_dead_processes", "scrape_registry"]
+__all__ = [
+    "LauncherCollector",
+    "LauncherFacts",
+    "PreparedModel",
+    "busy_processors",
+    "forget_dead_processes",
+    "scrape_registry",
+]
+
+
+class PreparedModel(TypedDict):
+    """The model the launcher prepared, as its metrics and /readyz report it."""
+
+    name: str  # the registered name, "" when the model is not from the registry
+    version: str
+    uri: str
+    model_path: NotRequired[str]  # "onnx" or "sklearn"
 
 
 class LauncherFacts(Protocol):
     """What the launcher knows and reports (consumer.runtime.health.LauncherState)."""
 
     @property
-    def model(self) -> dict[str, str] | None: ...
+    def model(self) -> PreparedModel | None: ...
     @property
     def model_load_seconds(self) -> float | None: ...
     @property
