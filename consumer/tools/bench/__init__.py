@@ -17,6 +17,7 @@ week of the January 2022 TLC file, which the model never saw). One module per co
 - :mod:`~consumer.tools.bench.accounting`: CPU and memory (RSS, PSS, USS) of processes;
 - :mod:`~consumer.tools.bench.stats`: medians of runs, latency quantiles;
 - :mod:`~consumer.tools.bench.report`: the sections, the goals, the Markdown tables;
+- :mod:`~consumer.tools.bench.docs`: docs/performance.md rendered from a report;
 - :mod:`~consumer.tools.bench.run`: one run of every section, the JSON written and the table printed.
 
 Figures are medians of ``runs`` runs (the daemon part runs once per mode). They depend on the machine and on
@@ -24,7 +25,8 @@ what else runs on it: the machine's load average is recorded at the start and th
 """
 
 from consumer.tools.bench.config import BenchConfig
+from consumer.tools.bench.docs import render_performance_doc, write_performance_docs
 from consumer.tools.bench.report import SECTIONS, format_table
 from consumer.tools.bench.run import run_bench
 
-__all__ = ["SECTIONS", "BenchConfig", "format_table", "run_bench"]
+__all__ = ["SECTIONS", "BenchConfig", "format_table", "render_performance_doc", "run_bench", "write_performance_docs"]
