@@ -29,9 +29,15 @@ container-test: setup
 demo: setup
 	$(PY) -m consumer demo
 
-## bench: the benchmark (README "Performance"): a table on stdout, JSON in .local/bench/ (BENCH_ARGS=--quick)
+## bench: the benchmark (docs/performance.md): a table on stdout, JSON in .local/bench/ (BENCH_ARGS=--quick)
 bench: setup
 	$(PY) -m consumer bench $(BENCH_ARGS)
+
+## bench-docs: docs/performance.md and docs/performance.json from a full run's report (BENCH_JSON, default
+## .local/bench/bench.json, which `make bench` writes)
+.PHONY: bench-docs
+bench-docs: setup
+	$(PY) -m consumer bench --docs-from $(or $(BENCH_JSON),.local/bench/bench.json)
 
 ## lint: ruff
 lint: setup

@@ -236,16 +236,45 @@ def demo(rides: int, trips: str | None, local_dir: Path | None) -> None:
     default=None,
     help="Keep the run's files (logs of every process) here instead of a temporary folder.",
 )
-def bench(quick: bool, runs: int | None, output: Path | None, trips: str | None, work_dir: Path | None) -> None:
-    """Benchmark: Lambda-style baseline vs the processor (MultiLang protocol), latency and memory on the daemon."""
+@click.option(
+    "--docs-from",
+    "docs_from",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    default=None,
+    help="Run nothing: copy this report (a full run's JSON) to docs/performance.json and render docs/performance.md "
+    "from it (`make bench-docs`).",
+)
+@click.option(
+    "--docs-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="With --docs-from: the folder of performance.md and performance.json (default: the checkout's docs/).",
+)
+def bench(
+    quick: bool,
+    runs: int | None,
+    output: Path | None,
+    trips: str | None,
+    work_dir: Path | None,
+    docs_from: Path | None,
+    docs_dir: Path | None,
+) -> None:
+    """Benchmark: Lambda-style baseline vs the processor (MultiLang protocol), latency and memory on the daemon.
+
+    Prints the tables and writes the report as JSON. With --docs-from, renders docs/performance.md from a report.
+    """
     import dataclasses
     import tempfile
 
     _require_tools()
-    from consumer.tools.bench import BenchConfig, run_bench
-    from consumer.tools.paths import LOCAL_DIR
+    from consumer.tools.bench import BenchConfig, run_bench, write_performance_docs
+    from consumer.tools.paths import LOCAL_DIR, REPO_ROOT
 
     configure_logging("WARNING", component="bench")
+    if docs_from is not None:
+        page = write_performance_docs(docs_from, docs_dir or REPO_ROOT / "docs")
+        click.echo(f"{page} rendered from {docs_from}")
+        return
     output = output or LOCAL_DIR / "bench" / ("bench-quick.json" if quick else "bench.json")
     with tempfile.TemporaryDirectory(prefix="consumer-bench-") as temporary:
         work = work_dir or Path(temporary)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,8 @@ from consumer.model.compile import compile_into
 from consumer.model.prepared import ModelInfo
 from consumer.runtime.forkclient import SOCKET_VARIABLE
 from consumer.runtime.forkserver import ForkServer, start
-from tests.protocol.conftest import Processor
+from consumer.tools.multilang import MultiLangDriver
+from consumer.tools.paths import REPO_ROOT
 from tests.protocol.test_multilang import *  # noqa: F403 - the protocol tests, run again through the fork server
 from tests.protocol.test_multilang import initialize, process, record
 from tests.unit.factories import ride_payload
@@ -54,44 +54,30 @@ def fork_servers(tmp_path) -> Iterator[list[ForkServer]]:
 def start_processor(processor_env, fork_servers, tmp_path) -> Iterator[Any]:
     """A record processor whose shard runs in a worker of a fork server started with the same environment. If
     that server cannot start (a bad setting), the processor finds no server and runs the shard itself."""
-    started: list[Processor] = []
+    started: list[MultiLangDriver] = []
 
-    def start_through_fork_server(**overrides: str) -> Processor:
+    def start_through_fork_server(**overrides: str) -> MultiLangDriver:
         env = {**processor_env, **overrides}
-        socket_path = tmp_path / f"no-server-{len(started)}.sock"
         try:
             server = start(env, tmp_path / f"server-{len(started)}", timeout=60)
         except RuntimeError:
-            server = None
+            env[SOCKET_VARIABLE] = str(tmp_path / f"no-server-{len(started)}.sock")
+            processor = MultiLangDriver(env, cwd=REPO_ROOT)
         else:
             fork_servers.append(server)
-            socket_path = server.socket_path
-        processor = Processor({**env, SOCKET_VARIABLE: str(socket_path)})
+            processor = MultiLangDriver(env, fork_server=server, cwd=REPO_ROOT)
         started.append(processor)
         return processor
 
     yield start_through_fork_server
     for processor in started:
-        if processor.process.poll() is None:
-            processor.process.kill()
-            processor.process.wait()
-
-
-def worker_of(processor: Processor, server: ForkServer, timeout: float = 30.0) -> psutil.Process:
-    """The forked worker serving ``processor`` (the server's only child)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        children = psutil.Process(server.process.pid).children()
-        if children:
-            return children[0]
-        time.sleep(0.05)
-    raise AssertionError(f"no worker; processor stderr:\n{processor.stderr}")
+        processor.kill()
 
 
 def test_the_shard_runs_in_a_forked_worker_that_writes_to_the_processors_pipes(start_processor, fork_servers):
     processor = start_processor()
     initialize(processor)
-    worker = worker_of(processor, fork_servers[0])
+    worker = processor.worker()
 
     assert worker.pid != processor.process.pid
     assert worker.ppid() == fork_servers[0].process.pid
@@ -105,7 +91,7 @@ def test_the_shard_runs_in_a_forked_worker_that_writes_to_the_processors_pipes(s
 def test_sigterm_to_the_processor_ends_the_worker_and_the_processor_dies_of_it(start_processor, fork_servers):
     processor = start_processor()
     initialize(processor)
-    worker = worker_of(processor, fork_servers[0])
+    worker = processor.worker()
 
     processor.process.send_signal(signal.SIGTERM)
 
@@ -116,7 +102,7 @@ def test_sigterm_to_the_processor_ends_the_worker_and_the_processor_dies_of_it(s
 def test_a_killed_processor_takes_its_worker_with_it(start_processor, fork_servers):
     processor = start_processor()
     initialize(processor)
-    worker = worker_of(processor, fork_servers[0])
+    worker = processor.worker()
 
     processor.process.kill()
     processor.process.wait(timeout=30)
@@ -139,7 +125,7 @@ def test_a_worker_that_exits_1_makes_the_processor_exit_1(start_processor, fork_
 def test_stopping_the_server_stops_its_workers_and_their_processors(start_processor, fork_servers):
     processor = start_processor()
     initialize(processor)
-    worker = worker_of(processor, fork_servers[0])
+    worker = processor.worker()
 
     fork_servers[0].stop()
 
@@ -148,7 +134,8 @@ def test_stopping_the_server_stops_its_workers_and_their_processors(start_proces
 
 
 def test_without_a_server_the_processor_runs_the_shard_itself(processor_env, tmp_path):
-    processor = Processor({**processor_env, SOCKET_VARIABLE: str(tmp_path / "nobody-listens.sock")})
+    env = {**processor_env, SOCKET_VARIABLE: str(tmp_path / "nobody-listens.sock")}
+    processor = MultiLangDriver(env, cwd=REPO_ROOT)
     initialize(processor)
 
     assert psutil.Process(processor.process.pid).children() == []
@@ -162,7 +149,7 @@ def test_on_the_fast_path_neither_a_processor_nor_the_server_loads_sklearn_or_ml
     processor_env, compiled_model, fork_servers, tmp_path
 ):
     env = {**processor_env, "PREPARED_MODEL_DIR": str(compiled_model)}
-    plain = Processor({**env, "PYTHONPROFILEIMPORTTIME": "1"})
+    plain = MultiLangDriver({**env, "PYTHONPROFILEIMPORTTIME": "1"}, cwd=REPO_ROOT)
     initialize(plain)
     process(plain, [record(ride_payload(1), 1)])
     server = start(env, tmp_path / "server")
@@ -188,11 +175,11 @@ def test_a_worker_adds_far_less_memory_than_a_plain_processor(processor_env, com
     env = {**processor_env, "PREPARED_MODEL_DIR": str(compiled_model)}
     server = start(env, tmp_path / "server")
     fork_servers.append(server)
-    forked = Processor({**env, SOCKET_VARIABLE: str(server.socket_path)})
-    plain = Processor(env)
+    forked = MultiLangDriver(env, fork_server=server, cwd=REPO_ROOT)
+    plain = MultiLangDriver(env, cwd=REPO_ROOT)
     for processor in (forked, plain):
         initialize(processor)
-    worker = worker_of(forked, server)
+    worker = forked.worker()
 
     worker_unique = worker.memory_full_info().uss
     plain_unique = psutil.Process(plain.process.pid).memory_full_info().uss

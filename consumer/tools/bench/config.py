@@ -1,0 +1,51 @@
+"""What one benchmark run does (:class:`BenchConfig`), and its progress lines on stderr."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["BenchConfig", "say"]
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What one benchmark run does. :meth:`quick_run` is the CI smoke (one short run of every section)."""
+
+    output: Path
+    work_dir: Path
+    runs: int = 3
+    rides_per_run: int = 20_000
+    lambda_rides: int = 300
+    batch_sizes: tuple[int, ...] = (100, 500, 1_000, 2_000, 5_000, 10_000)
+    shard_counts: tuple[int, ...] = (1, 2, 4)
+    daemon_shards: int = 4
+    daemon_modes: tuple[bool, ...] = (True, False)  # with the fork server, without
+    latency_seconds: float = 20.0
+    latency_rates: tuple[int, ...] = (100, 500)  # rides per second put on the input stream, one phase each
+    small_model: bool = False  # True: 20 trees on 20,000 trips (quick); False: the demo's 100-tree model
+    quick: bool = False
+
+    @classmethod
+    def quick_run(cls, output: Path, work_dir: Path) -> BenchConfig:
+        return cls(
+            output=output,
+            work_dir=work_dir,
+            runs=1,
+            rides_per_run=3_000,
+            lambda_rides=30,
+            batch_sizes=(100, 1_000, 10_000),
+            shard_counts=(1, 2),
+            daemon_shards=2,
+            daemon_modes=(True,),
+            latency_seconds=6.0,
+            latency_rates=(200,),
+            small_model=True,
+            quick=True,
+        )
+
+
+def say(message: str) -> None:
+    """A progress line on stderr (stdout gets the table)."""
+    print(f"[bench] {message}", file=sys.stderr, flush=True)

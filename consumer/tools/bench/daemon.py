@@ -1,0 +1,160 @@
+"""The **daemon** section: ``python -m consumer run`` with the real KCL daemon (polling every 250 ms), with the fork
+server and without. Latency quantiles from a ride's arrival on the input stream to its prediction's arrival on the
+output stream (both stamped by the emulator), each shard's steps from its lease to its first prediction written,
+the CPU the emulator and the consumer use meanwhile, and the memory of every process of the pod."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from consumer.tools.bench import kcl_log
+from consumer.tools.bench.accounting import CpuShare, per_shard, pod_memory
+from consumer.tools.bench.config import BenchConfig, say
+from consumer.tools.bench.model import BenchModel
+from consumer.tools.bench.rides import Rides
+from consumer.tools.bench.stats import quantiles
+
+__all__ = ["daemon_section"]
+
+#: Ride ids of latency phase n start at n * _PHASE_IDS (the preloaded rides are below).
+_PHASE_IDS = 1_000_000
+
+
+class _Producer:
+    """Puts rides on the input stream at a steady rate in a thread (PutRecords every 100 ms)."""
+
+    def __init__(self, client: Any, stream: str, payloads: list[tuple[bytes, str]], rate: int) -> None:
+        self._client, self._stream, self._payloads, self._rate = client, stream, payloads, rate
+        self.sent = 0
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> _Producer:
+        self._thread.start()
+        return self
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def _run(self) -> None:
+        from consumer.pipeline.sink import Entry, KinesisSink
+
+        sink = KinesisSink(self._client, self._stream, backoff_first_seconds=0.05, backoff_max_seconds=1)
+        per_tick = max(1, self._rate // 10)
+        next_tick = time.monotonic()
+        for i in range(0, len(self._payloads), per_tick):
+            sink.put([Entry(data, key) for data, key in self._payloads[i : i + per_tick]])
+            self.sent += len(self._payloads[i : i + per_tick])
+            next_tick += 0.1
+            time.sleep(max(0.0, next_tick - time.monotonic()))
+
+
+def _daemon_run(
+    config: BenchConfig, stack: Any, model: BenchModel, rides: Rides, *, fork_server: bool
+) -> dict[str, Any]:
+    from consumer.tools.harness import ConsumerProcess, consumer_env, wait_for
+    from consumer.tools.replay import put_payloads
+    from consumer.tools.tail import StreamReader, read_all
+
+    suffix = uuid.uuid4().hex[:6]
+    names = {"input": f"bench-rides-{suffix}", "out": f"bench-predictions-{suffix}", "dead": f"bench-dead-{suffix}"}
+    stack.create_stream(names["input"], config.daemon_shards)
+    stack.create_stream(names["out"], 1)
+    stack.create_stream(names["dead"], 1)
+    client = stack.kinesis_client()
+    preload = rides.cycle(50 * config.daemon_shards, start_id=1)
+    put_payloads(client, names["input"], preload)
+    work = config.work_dir / f"daemon-{suffix}"
+    env = consumer_env(
+        stack.env(),
+        input_stream=names["input"],
+        predictions_stream=names["out"],
+        dead_letter_stream=names["dead"],
+        model_uri=model.uri,
+        tracking_uri=model.tracking_uri,
+        application_name=f"bench-{suffix}",
+        work_dir=work,
+        extra={"SHARD_FORK_SERVER": "true" if fork_server else "false", "MODEL_CACHE_DIR": str(model.prepared.parent)},
+    )
+    mode = "fork server" if fork_server else "plain processes"
+    say(f"daemon ({mode}, {config.daemon_shards} shards): waiting for the first leases (~30 s)")
+    consumer = ConsumerProcess(env, work / "consumer.log").start()
+    outputs = StreamReader(client, names["out"])
+    predictions: list[Any] = []
+    try:
+
+        def drained(expected: int) -> Callable[[], bool]:
+            def check() -> bool:
+                predictions.extend(outputs.poll())
+                if not consumer.running():
+                    raise RuntimeError(f"the consumer exited:\n{consumer.tail()}")
+                return len(predictions) >= expected
+
+            return check
+
+        if not wait_for(drained(len(preload)), timeout=240, interval=0.2):
+            raise RuntimeError(f"the preloaded rides did not all come out:\n{consumer.tail()}")
+        expected = len(preload)
+        memory: dict[str, Any] = {}
+        cpu_share: dict[str, dict[str, float]] = {}
+        for phase, rate in enumerate(config.latency_rates, start=1):
+            say(f"daemon ({mode}): latency at {rate} rides/s for {config.latency_seconds:g} s")
+            count = int(rate * config.latency_seconds)
+            producer = _Producer(client, names["input"], rides.cycle(count, start_id=phase * _PHASE_IDS), rate)
+            busy = CpuShare({"kinesis-local": stack.pids["kinesis-local"], "consumer": consumer.process.pid})  # type: ignore[union-attr]
+            producer.start()
+            time.sleep(config.latency_seconds / 2)
+            if rate == max(config.latency_rates):
+                memory = pod_memory(consumer.process.pid)  # type: ignore[union-attr]
+            producer.join()
+            cpu_share[str(rate)] = busy.shares()
+            expected += count
+            if not wait_for(drained(expected), timeout=120, interval=0.2):
+                raise RuntimeError(f"not every ride came out ({len(predictions)}):\n{consumer.tail()}")
+    finally:
+        consumer.stop(timeout=60)
+    inputs = {record.sequence_number: record for record in read_all(client, names["input"], timeout=30)}
+    latencies: dict[int, list[float]] = {rate: [] for rate in config.latency_rates}
+    first: dict[str, float] = {}
+    for item in predictions:
+        shard, sequence, _ = item.event["event_id"].split(":")
+        arrived = item.arrival.timestamp()
+        first[shard] = min(first.get(shard, arrived), arrived)
+        phase = item.event["prediction"]["ride_id"] // _PHASE_IDS
+        if phase:
+            rate = config.latency_rates[phase - 1]
+            latencies[rate].append(1000 * (arrived - inputs[sequence].arrival.timestamp()))
+    log = work / "consumer.log"
+    initialized = {e["shard_id"]: kcl_log.seconds(e["timestamp"]) for e in kcl_log.log_events(log, "shard_initialized")}
+    to_first = {shard: round(first[shard] - at, 3) for shard, at in initialized.items() if shard in first}
+    leased = kcl_log.daemon_times(log, kcl_log.LEASE_TAKEN)
+    started = kcl_log.daemon_times(log, kcl_log.INITIALIZE_SENT)
+    return {
+        "fork_server": fork_server,
+        "shards": config.daemon_shards,
+        "idle_time_between_reads_ms": 250,
+        "latency_ms": {str(rate): quantiles(values) for rate, values in latencies.items()},
+        "cpu_cores_busy_while_producing": cpu_share,
+        "initialize_to_first_prediction_seconds": to_first,
+        "lease_to_initialize_seconds": {
+            s: round(initialized[s] - at, 3) for s, at in leased.items() if s in initialized
+        },
+        "lease_to_first_prediction_seconds": {s: round(first[s] - at, 3) for s, at in leased.items() if s in first},
+        # The daemon's own steps, from its log: the shard consumer is created on the scheduler's next loop after
+        # the lease, and initialize (the record processor's start) runs on the loop after that.
+        "lease_to_shard_consumer_seconds": kcl_log.after(leased, kcl_log.daemon_times(log, kcl_log.CONSUMER_CREATED)),
+        "lease_to_initialize_sent_seconds": kcl_log.after(leased, started),
+        "initialize_sent_to_initialized_seconds": kcl_log.after(started, initialized),
+        "memory": memory,
+        "per_shard": per_shard(memory),
+    }
+
+
+def daemon_section(config: BenchConfig, stack: Any, model: BenchModel, rides: Rides) -> dict[str, Any]:
+    return {
+        ("fork_server" if mode else "plain_processes"): _daemon_run(config, stack, model, rides, fork_server=mode)
+        for mode in config.daemon_modes
+    }

@@ -1,0 +1,125 @@
+"""docs/performance.md, rendered from a benchmark report (``python -m consumer bench --docs-from REPORT.json``).
+
+The page is the report's tables under a fixed text that says what each section measures and how to re-run it; the
+report is committed next to it as docs/performance.json, so every figure lives in that one file. A test renders
+the committed JSON and compares it with the committed page: the figures are never edited by hand.
+"""
+
+from __future__ import annotations
+
+import shutil
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from consumer.errors import ConsumerError
+from consumer.tools.bench.report import batch_size_table, figures_table, goals_table, machine_line, shards_table
+
+__all__ = ["DOC_NAME", "REPORT_NAME", "render_performance_doc", "write_performance_docs"]
+
+#: The page and its report, in the docs folder.
+DOC_NAME = "performance.md"
+REPORT_NAME = "performance.json"
+
+_INTRO = """\
+# Performance
+
+<!-- Generated from docs/performance.json by `make bench-docs`; do not edit: a unit test checks that this page is
+what that report renders (consumer/tools/bench/docs.py). -->
+
+What the service does on one machine, measured by the benchmark the project ships (`make bench`, or
+`.venv/bin/python -m consumer bench`): everything runs locally against the emulators (kinesis-local and dynalite),
+in one run, on the same held-out rides, the last week of the January 2022 TLC file, which the model never saw.
+**Absolute figures depend on the machine and on what else runs on it**: the run's machine, load average and date
+are at the end of this page, and its whole report, runs included, is [performance.json](performance.json).
+
+## What is measured
+
+- **The Lambda-style baseline** (`lambda_baseline`): what the Lambda this service replaces did, record by record:
+  base64 and JSON decode, one MLflow pyfunc `predict` of one ride, one `put_record` to the emulator. The forest is
+  the registered one, logged with `n_jobs=1` (the Lambda at its best); the seed's forest had `n_jobs=-1`, which
+  starts a thread pool for every one-ride predict, and is shown for reference.
+- **The processor through the MultiLang protocol** (`processor`): `record_processor.py` through the fork server,
+  as in production, fed `processRecords` messages of 1,000 rides at full speed, every checkpoint answered; with the
+  compiled (ONNX) model and with the sklearn pipeline; writing to the emulator (new 4-shard output streams each
+  run) and to a **null sink** (`BENCH_DISCARD_OUTPUT=true`, refused unless the Kinesis endpoint is a loopback
+  address), so that the emulator's own cost is visible. Rides per second of wall time, and per CPU-second of the
+  process that scores (the figure per core); the ratio to the Lambda-style path.
+- **Batch size** (`batch_size`) and **shards** (`shards`): the same with `processRecords` of 100 to 10,000 records
+  (`KCL_MAX_RECORDS`), and with processors side by side (null sink).
+- **Cold start** (`cold_start`): a new record processor, forked by the fork server and as a plain process, from
+  its start to its first 100 predictions written.
+- **The daemon** (`daemon`): `python -m consumer run` with the real KCL daemon (polling every 250 ms), with the
+  fork server and without (`SHARD_FORK_SERVER=false`): latency from a ride's arrival on the input stream to its
+  prediction's arrival on the output stream (both stamped by the emulator) at steady rates, with the CPU the
+  emulator and the consumer use meanwhile; each shard's steps from its lease to its first prediction (the daemon's
+  own steps from its log); RSS, PSS and USS of every process of the pod. USS is what one more shard adds; RSS
+  counts every page a worker shares with the fork server again in each process.
+- **The model** (`model`): the compiled fast path against the sklearn pipeline on every held-out ride.
+- **Goals** (`goals`): the issue's goals, checked against these figures (never in tests: figures depend on the
+  machine).
+
+Figures are medians of the runs (the daemon part runs once per mode).
+
+## Re-running it
+
+```
+make bench                      # the tables on stdout, the report in .local/bench/bench.json
+make bench-docs                 # this page and docs/performance.json from .local/bench/bench.json
+make bench BENCH_ARGS=--quick   # a short smoke of every section (tests/e2e/test_bench.py); not for this page
+```
+
+`make bench-docs BENCH_JSON=path/to/report.json` renders another report; it refuses a quick one. Run it with no
+other heavy work on the machine, and commit both files.
+"""
+
+
+def _when(started_at: str) -> str:
+    return datetime.fromisoformat(started_at).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def render_performance_doc(report: dict[str, Any]) -> str:
+    """docs/performance.md for ``report`` (a benchmark report as written to its JSON)."""
+    machine = report["machine"]
+    lines = [
+        _INTRO,
+        "## Goals",
+        "",
+        *goals_table(report),
+        "",
+        "## Figures",
+        "",
+        *figures_table(report),
+        "",
+        "### Batch size",
+        "",
+        *batch_size_table(report),
+        "",
+        "### Shards",
+        "",
+        *shards_table(report),
+        "",
+        "## The run",
+        "",
+        f"Run on {_when(machine['started_at'])}: {machine_line(report)} Python {machine['python']} on "
+        f"{machine['platform']}.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_performance_docs(report_path: Path, docs_dir: Path) -> Path:
+    """Copy the report at ``report_path`` to ``docs_dir``/performance.json (unless it is that file) and render
+    ``docs_dir``/performance.md from it; the page's path. A quick run's report is refused."""
+    report = orjson.loads(report_path.read_bytes())
+    if report["machine"]["quick"]:
+        raise ConsumerError(f"{report_path} is a quick run's report; the docs show a full run (`make bench`)")
+    docs_dir.mkdir(parents=True, exist_ok=True)
+    committed = docs_dir / REPORT_NAME
+    if not (committed.exists() and committed.samefile(report_path)):
+        shutil.copyfile(report_path, committed)
+    page = docs_dir / DOC_NAME
+    page.write_text(render_performance_doc(report))
+    return page

@@ -1,0 +1,77 @@
+"""docs/performance.md is rendered from docs/performance.json (``make bench-docs``): the figures live in the JSON
+only, and nobody edits them on the page by hand."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from consumer.cli import main
+from consumer.errors import ConsumerError
+from consumer.tools.bench import SECTIONS, render_performance_doc, write_performance_docs
+from consumer.tools.paths import REPO_ROOT
+
+DOCS = REPO_ROOT / "docs"
+REPORT = DOCS / "performance.json"
+PAGE = DOCS / "performance.md"
+
+
+def test_the_committed_page_is_what_the_committed_report_renders():
+    report = json.loads(REPORT.read_text())
+
+    assert PAGE.read_text() == render_performance_doc(report), "run `make bench-docs BENCH_JSON=docs/performance.json`"
+
+
+def test_the_committed_report_is_a_full_run_with_every_section():
+    report = json.loads(REPORT.read_text())
+
+    assert list(report) == list(SECTIONS)
+    assert report["machine"]["quick"] is False
+    assert set(report["daemon"]) == {"fork_server", "plain_processes"}
+
+
+def test_the_page_shows_every_goal_the_run_and_how_to_rerun():
+    report = json.loads(REPORT.read_text())
+
+    page = render_performance_doc(report)
+
+    for goal in report["goals"]:
+        assert f"| {goal['figure']} |" in page
+    assert report["machine"]["started_at"][:10] in page
+    assert "make bench-docs" in page
+    assert page.endswith("\n") and not page.endswith("\n\n")
+
+
+def test_the_command_copies_the_report_and_renders_the_page(tmp_path: Path):
+    source = tmp_path / "bench.json"
+    source.write_bytes(REPORT.read_bytes())
+    docs = tmp_path / "docs"
+
+    assert main(["bench", "--docs-from", str(source), "--docs-dir", str(docs)]) == 0
+
+    assert (docs / "performance.json").read_bytes() == REPORT.read_bytes()
+    assert (docs / "performance.md").read_text() == PAGE.read_text()
+
+
+def test_rendering_again_from_the_committed_report_leaves_it_in_place(tmp_path: Path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "performance.json").write_bytes(REPORT.read_bytes())
+
+    write_performance_docs(docs / "performance.json", docs)
+
+    assert (docs / "performance.json").read_bytes() == REPORT.read_bytes()
+    assert (docs / "performance.md").read_text() == PAGE.read_text()
+
+
+def test_a_quick_runs_report_is_refused(tmp_path: Path):
+    report = json.loads(REPORT.read_text())
+    report["machine"]["quick"] = True
+    source = tmp_path / "bench-quick.json"
+    source.write_text(json.dumps(report))
+
+    with pytest.raises(ConsumerError, match="quick"):
+        write_performance_docs(source, tmp_path / "docs")
+    assert not (tmp_path / "docs").exists()
