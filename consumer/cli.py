@@ -42,7 +42,7 @@ def cli() -> None:
 def run() -> None:
     """Start the service: verify the jars, prepare the model, start the KCL daemon, supervise it.
 
-    Configured by environment variables (see the README). Exits with the daemon's status.
+    Configured by environment variables (docs/operating.md, "Settings"). Exits with the daemon's status.
     """
     from consumer.runtime.launcher import run as launch
     from consumer.runtime.settings import load_settings

@@ -1,11 +1,11 @@
 """The fork server ("zygote"): one process that has imported the shard code and loaded the model, and forks a
 worker for every record processor the daemon starts.
 
-Why: the daemon starts one Python process per leased shard. A shard process on the fast path still holds about
-120 MB of its own (the interpreter and imports ~80 MB, the ONNX session of the January forest ~37 MB), and a
-pod that leases 16 shards would hold 16 copies. Forked workers share all of that copy-on-write (the imported
-objects are moved out of the garbage collector's reach with ``gc.freeze()`` so that collections do not touch
-their pages), and each adds only what it allocates itself.
+Why: the daemon starts one Python process per leased shard. A plain shard process holds its own interpreter,
+imports and model session, so a pod holds one copy of them per leased shard. Forked workers share all of that
+copy-on-write (the imported objects are moved out of the garbage collector's reach with ``gc.freeze()`` so that
+collections do not touch their pages), and each adds only what it allocates itself. What a shard costs with and
+without the server is measured by the benchmark (docs/performance.md).
 
 How: ``python -m consumer run`` starts ``python -m consumer.runtime.forkserver SOCKET`` after preparing the model
 (:func:`start`) and puts SOCKET in the daemon's environment (:data:`consumer.runtime.forkclient.SOCKET_VARIABLE`).

@@ -88,7 +88,7 @@ def prepare_daemon(settings: Settings, *, state: LauncherState | None = None) ->
 
 
 def _start_fork_server(settings: Settings, env: dict[str, str]) -> ForkServer | None:
-    """Start the fork server the record processors hand their shard to (consumer/forkserver.py) and put its
+    """Start the fork server the record processors hand their shard to (consumer/runtime/forkserver.py) and put its
     socket in ``env``; None (one plain process per shard) when SHARD_FORK_SERVER=false or it cannot start."""
     if not settings.shard_fork_server:
         return None

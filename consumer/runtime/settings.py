@@ -109,7 +109,7 @@ class Settings(BaseSettings):
         description="Where shard processes write their metrics; the launcher empties it at start.",
     )
 
-    # --- Performance (see the README's "Performance").
+    # --- Performance (docs/performance.md has the benchmark's figures with and without the fork server).
     shard_fork_server: bool = Field(
         default=True,
         description="Fork every shard's worker from one process that has imported the code and loaded the model "
