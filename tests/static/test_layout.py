@@ -25,9 +25,6 @@ MAX_LINES = 400
 #: Modules allowed over MAX_LINES for now, each with why. An entry that is no longer over the limit fails
 #: test_allowances_are_still_needed, so that it is removed.
 ALLOWED_LONG = {
-    # The benchmark is being split into a package of small modules (issue 9, item 1); this allowance goes when
-    # that split lands.
-    "consumer/tools/bench/run.py",
     # The local emulators (476 lines): one emulator's process (ports, launch, readiness, log tail) wants a module
     # apart from the stack of two. Not split with this test: issue 9's test-support work reorganises its free-port
     # helper at the same time.
