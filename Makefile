@@ -4,9 +4,10 @@ PY := .venv/bin/python
 PIPENV_VERSION := 2026.10.3
 export PIPENV_VENV_IN_PROJECT := 1
 
-.PHONY: setup test test-faults container-test demo bench lint typecheck dashboard lock clean
+.PHONY: setup test test-faults container-test demo bench lint typecheck dashboard lock kcl-lock clean
 
-## setup: .venv with the locked packages, amazon-kclpy with the pinned KCL jars, the emulators
+## setup: .venv with the locked packages, amazon-kclpy (no jars), the KCL jars of properties/kcl-jars.lock
+## (Maven Central or $KCL_MAVEN_REPOSITORY, SHA-256 checked), the emulators
 setup:
 	bash scripts/setup.sh
 
@@ -59,6 +60,19 @@ dashboard: setup
 lock:
 	test -x .cache/pipenv/bin/pipenv || { python3.11 -m venv .cache/pipenv && .cache/pipenv/bin/pip install --quiet pipenv==$(PIPENV_VERSION); }
 	PIPENV_VERBOSITY=-1 .cache/pipenv/bin/pipenv lock
+
+## kcl-lock: rewrite properties/kcl-jars.lock from the pom of the amazon-kclpy release Pipfile.lock pins, with
+## Maven's resolution of kcl/pom.xml (needs mvn; the install does not)
+kcl-lock:
+	$(or $(wildcard $(PY)),python3) scripts/kcl_lock.py
+
+## kcl-lock-compare: rewrite the lock of the KCL 2.x jars that `python -m consumer kcl-compare` runs
+## (kcl/kclpy-2.2.3/: amazon-kclpy 2.2.3, KCL 2.7.2)
+.PHONY: kcl-lock-compare
+kcl-lock-compare:
+	$(or $(wildcard $(PY)),python3) scripts/kcl_lock.py --wrapper kcl/kclpy-2.2.3/pom.xml \
+	    --out kcl/kclpy-2.2.3/kcl-jars.lock --kclpy 2.2.3 \
+	    --sdist-sha256 be2e3dea7f8cee8c54375cfd31cd8ad97fe70ecf267ae407f7877055755e5a1a
 
 ## clean: remove everything setup created (the download cache in .cache/ stays)
 clean:

@@ -2,8 +2,8 @@
 
 Used by scripts/setup.sh (default + develop, for .venv) and by the Dockerfile (default only, for the image), so both
 install exactly what the lock pins. amazon-kclpy is left out of both: its sdist would fetch the KCL jars from Maven
-Central while it builds, so scripts/install_kclpy.sh installs it (same version, sdist hash checked against the lock,
-jars verified against properties/kcl-2.5.8-jars.sha256).
+Central while it builds, unchecked, so scripts/install_kclpy.sh installs it (same version, sdist hash checked against
+the lock, no jars; the daemon's jars come from properties/kcl-jars.lock).
 
 Standard library only: it runs before any package is installed (and in the image's build stage).
 

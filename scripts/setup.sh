@@ -2,7 +2,11 @@
 # Set up everything the project needs, from a fresh clone:
 #   .venv/          Python 3.11 with the packages pinned (and hash-checked) in Pipfile.lock, and this project
 #                   installed in editable mode (pip install -e .: `consumer`, `record_processor`, `ride-consumer`)
-#   amazon-kclpy    the official 2.1.5 with the 76 KCL 2.5.8 jars (scripts/install_kclpy.sh, never Maven)
+#   amazon-kclpy    the official release Pipfile.lock pins, from its hash-checked sdist, without jars
+#                   (scripts/install_kclpy.sh)
+#   KCL jars        the daemon's jars of properties/kcl-jars.lock, downloaded from Maven Central (or
+#                   $KCL_MAVEN_REPOSITORY) and verified by SHA-256 into .venv/share/kcl-jars (KCL_JAR_DIR's default);
+#                   verified downloads are kept in .cache/kcl-jars, so a rebuilt .venv needs no network for them
 #   node_modules/   the emulators pinned in package-lock.json: kinesis-local and dynalite
 #   prometheus      Debian's package (server + promtool) for the alert-rule and scrape tests, installed only when
 #                   running as root (CI is); elsewhere those tests skip, saying how to install it
@@ -85,13 +89,13 @@ log "prerequisites: $("$PYTHON" --version 2>&1) ($PYTHON), java $java_version, n
 hash_of() { cat "$@" | sha256sum | cut -d' ' -f1; }
 
 # -------------------------------------------------------------------------------- Python packages
-inputs_key=$(hash_of Pipfile.lock pyproject.toml properties/kcl-2.5.8-jars.sha256 scripts/install_kclpy.sh \
-    scripts/setup.sh scripts/locked_requirements.py)
+inputs_key=$(hash_of Pipfile.lock pyproject.toml scripts/install_kclpy.sh scripts/setup.sh \
+    scripts/locked_requirements.py)
 venv_key() { echo "$inputs_key $("$VPY" -c 'import sys; print(sys.version.split()[0])' 2>/dev/null)"; }
 
 if [ -x "$VPY" ] && [ "$(cat "$PY_STAMP" 2>/dev/null)" = "$(venv_key)" ]; then
-    # Re-check the jars every time (about 0.2 s): install_kclpy.sh reinstalls when they do not verify,
-    # e.g. after a `pipenv install` or a hand-made `pip install` replaced amazon-kclpy.
+    # Re-check amazon-kclpy every time: install_kclpy.sh reinstalls it when another version is there, e.g. after a
+    # `pipenv install` or a hand-made `pip install` replaced it.
     bash scripts/install_kclpy.sh "$VPY"
     log "Python environment up to date (.venv)"
 else
@@ -112,7 +116,7 @@ else
     log "installing the locked packages into .venv (hash-checked)"
     "$VPY" -m pip install --quiet --require-hashes --no-deps -r "$REQS"
 
-    log "installing amazon-kclpy with the pinned KCL jars"
+    log "installing amazon-kclpy (Python code only)"
     bash scripts/install_kclpy.sh "$VPY"
 
     log "installing this project in editable mode (pip install -e .)"
@@ -122,6 +126,12 @@ else
     "$VPY" -m pip check
     venv_key >"$PY_STAMP"
 fi
+
+# ---------------------------------------------------------------------------------------- KCL jars
+# Every time (about 0.2 s when they are in place): a changed lock, a missing or altered jar is downloaded again
+# and verified; a jar that does not verify stops the setup, naming it.
+"$VPY" -m consumer.runtime.jarfetch --cache "$CACHE/kcl-jars" ||
+    die "the KCL jars could not be installed (above); KCL_MAVEN_REPOSITORY names another Maven repository"
 
 # ------------------------------------------------------------------------------------- emulators
 node_key=$(hash_of package.json package-lock.json)

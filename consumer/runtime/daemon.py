@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 from consumer.errors import DaemonSetupError
-from consumer.runtime.jars import jar_dir
 from consumer.runtime.resources import LOGBACK_CONFIG, record_processor_path
 from consumer.runtime.settings import InitialPosition, Settings
 
@@ -37,6 +36,9 @@ def properties_overrides(settings: Settings, *, python: str = sys.executable) ->
         "maxRecords": str(settings.kcl_max_records),
         "idleTimeBetweenReadsInMillis": str(settings.kcl_idle_time_between_reads_ms),
         "metricsLevel": settings.daemon_metrics_level,
+        # KCL 3 only (KCL 2.x ignores both): no CPU metrics means no probe of ECS, EKS or EC2 metadata.
+        "disableWorkerMetrics": "false" if settings.kcl_worker_metrics else "true",
+        "clientVersionConfig": settings.kcl_client_version_config.value,
     }
     if settings.kcl_initial_position is InitialPosition.AT_TIMESTAMP:
         assert settings.kcl_initial_timestamp is not None  # checked by Settings
@@ -92,12 +94,12 @@ def render_properties(template: str, overrides: dict[str, str | None]) -> str:
 
 
 def daemon_command(settings: Settings, properties: Path, *, logback: Path = LOGBACK_CONFIG) -> list[str]:
-    """``java -cp <jars>/* MultiLangDaemon --properties-file P --log-configuration L``."""
+    """``java -cp <KCL_JAR_DIR>/* MultiLangDaemon --properties-file P --log-configuration L``."""
     return [
         settings.java_bin,
         *shlex.split(settings.kcl_java_opts),
         "-cp",
-        f"{jar_dir()}/*",
+        f"{settings.kcl_jar_dir}/*",
         DAEMON_MAIN_CLASS,
         "--properties-file",
         str(properties),

@@ -1,7 +1,7 @@
 """The launcher: ``python -m consumer run``. PID 1 of the container.
 
 1. builds and validates the settings (a bad value stops here, naming the variable);
-2. verifies the KCL jars against the pinned SHA-256 list;
+2. verifies the KCL jars in KCL_JAR_DIR against the packaged lock (group:artifact:version and SHA-256);
 3. prepares the model once per pod (resolve MODEL_URI with MLflow, download, write the lean artifact that the
    shard processes load without importing MLflow);
 4. renders the daemon's properties from the template (KCL_PROPERTIES_TEMPLATE) and the settings;
@@ -33,7 +33,7 @@ from consumer.runtime.forkclient import SOCKET_VARIABLE
 from consumer.runtime.forkserver import ForkServer
 from consumer.runtime.forkserver import start as start_fork_server
 from consumer.runtime.health import DaemonOutput, HealthServer, LauncherState
-from consumer.runtime.jars import jar_dir, verify_jars
+from consumer.runtime.jars import JarLock, read_lock, verify_jars
 from consumer.runtime.logs import get_logger
 from consumer.runtime.settings import Settings
 
@@ -43,13 +43,17 @@ __all__ = ["prepare_daemon", "run"]
 KILL_MARGIN_SECONDS = 15.0
 
 
-def prepare_daemon(settings: Settings, *, state: LauncherState | None = None) -> tuple[list[str], dict[str, str]]:
-    """Everything before the daemon starts; returns its command and environment. ``state`` learns the model."""
+def prepare_daemon(
+    settings: Settings, *, state: LauncherState | None = None, jar_lock: JarLock | None = None
+) -> tuple[list[str], dict[str, str]]:
+    """Everything before the daemon starts; returns its command and environment. ``state`` learns the model;
+    ``jar_lock`` is the packaged lock unless a development tool runs another KCL version."""
     log = get_logger()
     if shutil.which(settings.java_bin) is None:
         raise DaemonSetupError(f"JAVA_BIN={settings.java_bin!r} is not an executable on PATH (a JRE 17+ is needed)")
-    verified = verify_jars(jar_dir())
-    log.info("kcl_jars_verified", jars=verified, directory=str(jar_dir()))
+    lock = jar_lock or read_lock()
+    verified = verify_jars(settings.kcl_jar_dir, lock)
+    log.info("kcl_jars_verified", jars=verified, directory=str(settings.kcl_jar_dir), kcl=lock.kcl_version)
 
     from consumer.model.prepare import prepare  # imports MLflow: the launcher pays for it once per pod
 
@@ -127,20 +131,21 @@ def _start_health_server(settings: Settings, state: LauncherState) -> HealthServ
     return server
 
 
-def run(settings: Settings) -> int:
-    """Start the daemon and supervise it; return the exit status for the process."""
+def run(settings: Settings, *, jar_lock: JarLock | None = None) -> int:
+    """Start the daemon and supervise it; return the exit status for the process. ``jar_lock``: see
+    :func:`prepare_daemon`."""
     _empty_metrics_dir(settings.prometheus_multiproc_dir)
     state = LauncherState(settings.prometheus_multiproc_dir)
     server = _start_health_server(settings, state)
     try:
-        return _run(settings, state)
+        return _run(settings, state, jar_lock)
     finally:
         server.stop()
 
 
-def _run(settings: Settings, state: LauncherState) -> int:
+def _run(settings: Settings, state: LauncherState, jar_lock: JarLock | None) -> int:
     log = get_logger()
-    command, env = prepare_daemon(settings, state=state)
+    command, env = prepare_daemon(settings, state=state, jar_lock=jar_lock)
     fork_server = _start_fork_server(settings, env)
     properties = parse_properties((settings.consumer_work_dir / "consumer.properties").read_text())
     grace = (_property_number(properties, "shutdownGraceMillis") or 0) / 1000

@@ -1,6 +1,6 @@
 """Files the runtime ships and finds by import, never by a path relative to the source tree.
 
-The daemon's properties template, its logback configuration and the pinned jar list are the repository's
+The daemon's properties template, its logback configuration and the KCL jar lock are the repository's
 ``properties/`` folder, shipped as package data (``consumer/runtime/properties`` is that folder); the executable the
 daemon starts per shard is the top-level module ``record_processor``.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from consumer.errors import DaemonSetupError
 
-__all__ = ["JAR_PINS", "LOGBACK_CONFIG", "PROPERTIES_TEMPLATE", "record_processor_path"]
+__all__ = ["JAR_LOCK", "LOGBACK_CONFIG", "PROPERTIES_TEMPLATE", "record_processor_path"]
 
 _PROPERTIES = Path(str(importlib.resources.files("consumer.runtime") / "properties"))
 
@@ -21,8 +21,8 @@ _PROPERTIES = Path(str(importlib.resources.files("consumer.runtime") / "properti
 PROPERTIES_TEMPLATE = _PROPERTIES / "consumer.properties"
 #: The daemon's logback configuration: JSON lines, its per-batch chatter turned down.
 LOGBACK_CONFIG = _PROPERTIES / "logback.xml"
-#: SHA-256 of every KCL jar the daemon may load.
-JAR_PINS = _PROPERTIES / "kcl-2.5.8-jars.sha256"
+#: The KCL jars the daemon may load, by group:artifact:version and SHA-256 (``make kcl-lock`` writes it).
+JAR_LOCK = _PROPERTIES / "kcl-jars.lock"
 
 
 def record_processor_path() -> Path:

@@ -3,7 +3,8 @@
 - :func:`consumer_env`: the environment of ``python -m consumer run`` against a :class:`~consumer.tools.localstack.
   LocalStack`;
 - :class:`ConsumerProcess`: that command as a subprocess, its output in a log file, stopped gracefully or killed
-  as a lost node would be;
+  as a lost node would be; it creates the KCL 3 lease table with its index first (:mod:`consumer.tools.leasetable`:
+  the local DynamoDB cannot add the index itself);
 - :func:`ensure_model`: the seed's model, trained and registered in a local MLflow store once;
 - :data:`POISON_RECORDS`, one record of each kind the processor must set aside; :func:`wait_for`;
   :func:`metrics_summary`.
@@ -19,7 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -108,6 +109,8 @@ def consumer_env(
         CONSUMER_WORK_DIR=str(work_dir / application_name),
         KCL_JAVA_OPTS="-Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1",
         KCL_EXTRA_PROPERTIES=LOCAL_KCL_PROPERTIES,
+        # Never on here: the daemon would probe ECS, EKS and EC2 instance metadata (169.254.169.254) for its CPU.
+        KCL_WORKER_METRICS="false",
         # Several consumers may run side by side here: each gets a free port (logged) and its own metrics folder.
         METRICS_HOST="127.0.0.1",
         METRICS_PORT="0",
@@ -117,20 +120,32 @@ def consumer_env(
     return env
 
 
+def _run_command() -> list[str]:
+    return [sys.executable, "-m", "consumer", "run"]
+
+
 @dataclass
 class ConsumerProcess:
-    """``python -m consumer run`` as a subprocess, its output in ``log_path``."""
+    """``python -m consumer run`` (or ``command``: another KCL version's launcher, :mod:`consumer.tools.kcljars`)
+    as a subprocess, its output in ``log_path``. With ``lease_table`` (the default) :meth:`start` creates the KCL 3
+    lease table with its index first when the environment points at a local DynamoDB."""
 
     env: dict[str, str]
     log_path: Path
+    command: list[str] = field(default_factory=_run_command)
+    lease_table: bool = True
     process: subprocess.Popen[bytes] | None = None
     _log: IO[bytes] | None = None
 
     def start(self) -> ConsumerProcess:
+        from consumer.tools.leasetable import prepare_local_lease_table
+
+        if self.lease_table:
+            prepare_local_lease_table(self.env)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "consumer", "run"],
+            self.command,
             env=self.env,
             stdin=subprocess.DEVNULL,
             stdout=self._log,

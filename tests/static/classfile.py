@@ -12,7 +12,7 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["method_references"]
+__all__ = ["class_method_references", "method_references"]
 
 # tag -> size in bytes of the entry after its tag (Utf8 is variable; Long and Double take two pool slots)
 _FIXED_SIZES = {3: 4, 4: 4, 5: 8, 6: 8, 7: 2, 8: 2, 9: 4, 10: 4, 11: 4, 12: 4, 15: 3, 16: 2, 17: 4, 18: 4, 19: 2, 20: 2}
@@ -50,6 +50,19 @@ def _references(data: bytes) -> Iterator[tuple[str, str]]:
             owner = utf8(pool[class_index][1])  # type: ignore[arg-type]
             name = utf8(pool[name_and_type][1][0])  # type: ignore[index]
             yield owner, name
+
+
+def class_method_references(jar: Path, owner_prefixes: tuple[str, ...]) -> dict[str, set[tuple[str, str]]]:
+    """Per class of ``jar`` (``a/b/C``, nested classes under their outer class), the ``(owner class, method name)``
+    it references whose owner starts with one of ``owner_prefixes``; classes with none are left out."""
+    found: dict[str, set[tuple[str, str]]] = {}
+    with zipfile.ZipFile(jar) as archive:
+        for name in archive.namelist():
+            if name.endswith(".class"):
+                refs = {ref for ref in _references(archive.read(name)) if ref[0].startswith(owner_prefixes)}
+                if refs:
+                    found.setdefault(name.removesuffix(".class").split("$")[0], set()).update(refs)
+    return found
 
 
 def method_references(jar: Path, owner_prefix: str) -> set[tuple[str, str]]:

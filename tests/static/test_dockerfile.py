@@ -69,8 +69,16 @@ def test_build_installs_the_default_lock_section_only_and_verifies_the_jars():
     assert "--section develop" not in build.replace("--section develop --only setuptools --only wheel", "")
     assert "--require-hashes" in build
     assert "scripts/install_kclpy.sh" in build
-    assert "verify_jars(jar_dir())" in build
     assert "pip wheel" in build and "--no-build-isolation" in build, "the project is installed as a wheel"
+
+
+def test_build_downloads_the_locked_jars_where_the_launcher_looks_and_checks_them_again():
+    build = " ".join(instructions("RUN"))
+    # The same installer and lock as `make setup`; the default KCL_JAR_DIR of /opt/venv's python.
+    assert "-m consumer.runtime.jarfetch --dest /opt/venv/share/kcl-jars" in build
+    assert "verify_jars(default_jar_dir())" in build
+    assert instructions("ARG") == ["KCL_MAVEN_REPOSITORY"], "a mirror comes as a build argument, with no default"
+    assert "KCL_JAR_DIR" not in env(), "the launcher's default is where the build put them"
 
 
 def test_no_credentials_model_or_ca_bundle_is_copied_into_the_image():
@@ -81,7 +89,6 @@ def test_no_credentials_model_or_ca_bundle_is_copied_into_the_image():
         "pyproject.toml",
         "scripts/locked_requirements.py",
         "scripts/install_kclpy.sh",
-        "properties/kcl-2.5.8-jars.sha256",
         "record_processor.py",
         "properties/",
         "consumer/",

@@ -1,8 +1,10 @@
 """iam/consumer-policy.json grants exactly the actions the service calls, on the resources the manifests name.
 
 The actions are derived, not listed by hand:
-- the daemon's: the AWS SDK client methods the KCL jars reference (their constant pools), less the enhanced fan-out
-  calls, since properties/consumer.properties sets retrievalMode = POLLING;
+- the daemon's: the AWS SDK client methods the KCL jars of the lock reference (their classes' constant pools), each
+  DynamoDB call attributed to the table its class works on (the lease table and its index, the coordinator state
+  table, the worker metric stats table), less the enhanced fan-out calls (properties/consumer.properties sets
+  retrievalMode = POLLING) and point-in-time recovery (off in the daemon's table configuration);
 - the processors' and the launcher's: the boto3 client calls in the modules that ``python -m consumer run`` and
   record_processor.py import (their import graph, read with ast), each matched to an operation of botocore's models;
 - the model download's: MLflow's S3 artifact repository lists (ListObjectsV2 -> s3:ListBucket) and downloads
@@ -22,17 +24,46 @@ import botocore.session
 import pytest
 from botocore import xform_name
 
-from consumer.runtime.jars import jar_dir
-from tests.static.classfile import method_references
+from consumer.runtime.jars import default_jar_dir as jar_dir
+from consumer.runtime.jars import read_lock
+from tests.static.classfile import class_method_references
 from tests.static.conftest import REPO, settings_configmap, task_definition
 
 POLICY = REPO / "iam" / "consumer-policy.json"
 KEDA_POLICY = REPO / "iam" / "keda-scaler-policy.json"
-KCL_JARS = ("amazon-kinesis-client-2.5.8.jar", "amazon-kinesis-client-multilang-2.5.8.jar")
+#: The jars whose classes call AWS, found in the lock by artifact: the KCL, its multilang daemon, and the DynamoDB
+#: lock client that holds KCL 3's leader lock.
+KCL_ARTIFACTS = ("amazon-kinesis-client", "amazon-kinesis-client-multilang", "dynamodb-lock-client")
+LOCK_CLIENT = "dynamodb-lock-client"
 #: SDK client package -> IAM service prefix (the same names in botocore).
 SDK_SERVICES = {"kinesis": "kinesis", "dynamodb": "dynamodb", "cloudwatch": "cloudwatch"}
+#: The DynamoDB enhanced client's tables: their methods are DynamoDB operations on the table they map.
+ENHANCED_TABLES = ("software/amazon/awssdk/enhanced/dynamodb/DynamoDbAsyncTable",)
 #: Only used with retrievalMode = FANOUT (enhanced fan-out), which the properties template turns off.
 FANOUT_ONLY = {"kinesis:RegisterStreamConsumer", "kinesis:DescribeStreamConsumer", "kinesis:SubscribeToShard"}
+#: Only used when a table's configuration turns point-in-time recovery on (DdbUtil.pitrEnabler); the daemon's
+#: configuration leaves it off for all three tables.
+PITR_ONLY = {"dynamodb:UpdateContinuousBackups"}
+
+# The daemon's resources. Names: KCL_APPLICATION_NAME, and for KCL 3 two more tables named after it.
+INPUT_STREAM, METRICS = "input stream", "metrics"
+LEASES, LEASE_INDEX, COORDINATOR, WORKER_METRICS = "lease table", "lease owner index", "coordinator", "worker metrics"
+#: Which of the daemon's tables each class that calls DynamoDB works on (read in KCL 3.1.3's classes). A class that
+#: calls DynamoDB and is not attributed here fails test_every_dynamodb_caller_is_attributed: a new KCL's calls are
+#: attributed before they are granted. The lock client's classes all work on the coordinator state table (the
+#: leader lock is one of its items).
+TABLES_OF_CLASS = {
+    "software/amazon/kinesis/leases/dynamodb/DynamoDBLeaseRefresher": {LEASES},
+    "software/amazon/kinesis/utils/DdbUtil": {LEASES, WORKER_METRICS},  # creates both (tableCreator)
+    "software/amazon/kinesis/worker/metricstats/WorkerMetricStatsDAO": {WORKER_METRICS},
+    "software/amazon/kinesis/coordinator/CoordinatorStateDAO": {COORDINATOR},
+}
+#: The adapter that runs the (synchronous) lock client on KCL's asynchronous DynamoDB client forwards every method;
+#: only those the lock client calls are made, and the lock client's own references count for them.
+PASS_THROUGH = {"software/amazon/kinesis/coordinator/DynamoDbAsyncToSyncClientAdapter"}
+#: The lease table is queried through its index only (DynamoDBLeaseRefresher.listLeaseKeysForWorker).
+THROUGH_INDEX = {(LEASES, "dynamodb:Query"): LEASE_INDEX}
+LEASE_OWNER_INDEX = "LeaseOwnerToLeaseKeyIndex"
 #: The shard processes' executable; the launcher's entry is the `run` command of consumer/cli.py (see below).
 SHARD_ENTRY_POINT = "record_processor.py"
 BOTO3_SERVICES = ("kinesis", "dynamodb", "cloudwatch", "s3", "sts")
@@ -52,16 +83,55 @@ def as_list(value: str | list[str]) -> list[str]:
     return [value] if isinstance(value, str) else value
 
 
+def kcl_jars() -> dict[str, Path]:
+    """Artifact -> the installed jar, for the jars of KCL_ARTIFACTS in the lock."""
+    jars = {pin.artifact: jar_dir() / pin.file_name for pin in read_lock().pins if pin.artifact in KCL_ARTIFACTS}
+    assert set(jars) == set(KCL_ARTIFACTS), f"the lock lacks {set(KCL_ARTIFACTS) - set(jars)}"
+    return jars
+
+
+def sdk_action(owner: str, method: str) -> str | None:
+    """The IAM action of an SDK client (or enhanced DynamoDB table) method, None for anything else."""
+    package, client = owner.split("/")[-2:]
+    if owner in ENHANCED_TABLES:
+        package = "dynamodb"
+    elif package not in SDK_SERVICES or not client.endswith("Client"):
+        return None
+    operation = method[0].upper() + method[1:]
+    if operation in botocore.session.get_session().get_service_model(package).operation_names:
+        return f"{SDK_SERVICES[package]}:{operation}"
+    return None
+
+
+def daemon_calls() -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """(resource -> the actions the daemon's classes call on it, unattributed DynamoDB caller -> its actions)."""
+    calls: dict[str, set[str]] = {}
+    unattributed: dict[str, set[str]] = {}
+    prefixes = ("software/amazon/awssdk/services/", *ENHANCED_TABLES)
+    for artifact, jar in kcl_jars().items():
+        for owner_class, references in class_method_references(jar, prefixes).items():
+            for action in filter(None, (sdk_action(owner, method) for owner, method in references)):
+                if not action.startswith("dynamodb:"):
+                    calls.setdefault(INPUT_STREAM if action.startswith("kinesis:") else METRICS, set()).add(action)
+                    continue
+                if owner_class in PASS_THROUGH:
+                    continue
+                tables = {COORDINATOR} if artifact == LOCK_CLIENT else TABLES_OF_CLASS.get(owner_class)
+                if tables is None:
+                    unattributed.setdefault(owner_class, set()).add(action)
+                for table in tables or ():
+                    calls.setdefault(THROUGH_INDEX.get((table, action), table), set()).add(action)
+    return calls, unattributed
+
+
+def daemon_needs() -> dict[str, set[str]]:
+    """What the daemon calls with the template's configuration: no fan-out, no point-in-time recovery."""
+    calls, _ = daemon_calls()
+    return {resource: actions - FANOUT_ONLY - PITR_ONLY for resource, actions in calls.items()}
+
+
 def daemon_actions() -> set[str]:
-    actions = set()
-    for jar in KCL_JARS:
-        for owner, method in method_references(jar_dir() / jar, "software/amazon/awssdk/services/"):
-            package, client = owner.split("/")[-2:]
-            if package in SDK_SERVICES and client.endswith("Client"):
-                operation = method[0].upper() + method[1:]
-                if operation in botocore.session.get_session().get_service_model(package).operation_names:
-                    actions.add(f"{SDK_SERVICES[package]}:{operation}")
-    return actions
+    return {action for actions in daemon_needs().values() for action in actions}
 
 
 def imported_files(nodes: list[ast.AST]) -> list[Path]:
@@ -151,7 +221,25 @@ def model_download_actions() -> set[str]:
 def test_kcl_properties_use_polling_so_fanout_calls_are_not_needed():
     properties = (REPO / "properties" / "consumer.properties").read_text()
     assert re.search(r"^retrievalMode\s*=\s*POLLING\s*$", properties, re.MULTILINE)
-    assert daemon_actions() >= FANOUT_ONLY, "the jar analysis found the fan-out calls, so it reads the jars"
+    calls, _ = daemon_calls()
+    assert calls[INPUT_STREAM] >= FANOUT_ONLY, "the jar analysis found the fan-out calls, so it reads the jars"
+    assert calls[LEASES] >= PITR_ONLY, "and the point-in-time recovery call"
+    assert "pitr" not in properties.lower() and "pointintime" not in properties.lower()
+
+
+def test_every_dynamodb_caller_is_attributed_to_a_table():
+    calls, unattributed = daemon_calls()
+    assert unattributed == {}, "attribute these classes' calls to a table (TABLES_OF_CLASS) before granting them"
+    assert set(calls) == {INPUT_STREAM, METRICS, LEASES, LEASE_INDEX, COORDINATOR, WORKER_METRICS}
+
+
+def test_the_daemon_creates_and_indexes_its_tables():
+    needs = daemon_needs()
+    # KCL 3 creates the lease table, then adds the lease owner index with UpdateTable; it creates its two other
+    # tables itself too.
+    assert {"dynamodb:CreateTable", "dynamodb:UpdateTable", "dynamodb:DescribeTable"} <= needs[LEASES]
+    assert needs[LEASE_INDEX] == {"dynamodb:Query"}
+    assert "dynamodb:CreateTable" in needs[COORDINATOR] & needs[WORKER_METRICS]
 
 
 def test_processor_actions_are_found_by_reading_the_service_code():
@@ -162,7 +250,7 @@ def test_processor_actions_are_found_by_reading_the_service_code():
 
 
 def test_policy_grants_exactly_the_actions_the_service_calls():
-    needed = (daemon_actions() - FANOUT_ONLY) | processor_actions() | model_download_actions()
+    needed = daemon_actions() | processor_actions() | model_download_actions()
     assert granted() == needed, {"missing": sorted(needed - granted()), "not used": sorted(granted() - needed)}
 
 
@@ -190,12 +278,22 @@ def test_resources_are_the_streams_table_and_namespace_the_manifests_name():
     for statement in statements():
         for action in as_list(statement["Action"]):
             by_action.setdefault(action, set()).update(as_list(statement["Resource"]))
-    for action in daemon_actions() - FANOUT_ONLY:
-        if action.startswith("kinesis:"):
-            assert by_action[action] == {stream(settings["INPUT_STREAM_NAME"])}, action
-        if action.startswith("dynamodb:"):
-            table = f"arn:aws:dynamodb:{region}:{account}:table/{settings['KCL_APPLICATION_NAME']}"
-            assert by_action[action] == {table}, action
+    application = settings["KCL_APPLICATION_NAME"]
+    table = f"arn:aws:dynamodb:{region}:{account}:table/{application}"
+    arns = {
+        INPUT_STREAM: stream(settings["INPUT_STREAM_NAME"]),
+        LEASES: table,
+        LEASE_INDEX: f"{table}/index/{LEASE_OWNER_INDEX}",
+        COORDINATOR: f"{table}-CoordinatorState",
+        WORKER_METRICS: f"{table}-WorkerMetricStats",
+        METRICS: "*",
+    }
+    on_arn: dict[str, set[str]] = {}
+    for statement in statements():
+        for resource in as_list(statement["Resource"]):
+            on_arn.setdefault(resource, set()).update(as_list(statement["Action"]))
+    for resource, actions in daemon_needs().items():
+        assert on_arn.get(arns[resource], set()) == actions, resource
     assert by_action["kinesis:PutRecords"] == {
         stream(settings["PREDICTIONS_STREAM_NAME"]),
         stream(settings["DEAD_LETTER_STREAM_NAME"]),

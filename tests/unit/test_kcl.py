@@ -1,11 +1,12 @@
 import hashlib
+import re
 from pathlib import Path
 
 import pytest
 
 from consumer.errors import DaemonSetupError
-from consumer.runtime.daemon import properties_overrides, render_properties
-from consumer.runtime.jars import verify_jars
+from consumer.runtime.daemon import daemon_command, properties_overrides, render_properties
+from consumer.runtime.jars import JarLock, read_lock, verify_jars
 from consumer.runtime.resources import PROPERTIES_TEMPLATE
 
 
@@ -57,34 +58,82 @@ def test_keys_missing_from_the_template_are_appended_and_others_kept():
     assert text == "# comment\nfoo = 1\nstreamName = new\nextra = 2\n"
 
 
-def _jars(tmp_path: Path, contents: dict[str, bytes]) -> tuple[Path, Path]:
+def _jars(tmp_path: Path, contents: dict[str, bytes]) -> tuple[Path, JarLock]:
+    """A jar folder holding ``contents`` (artifact -> bytes, version 1.0 in group org.example) and its lock."""
     jars = tmp_path / "jars"
     jars.mkdir()
-    for name, data in contents.items():
-        (jars / name).write_bytes(data)
-    pins = tmp_path / "pins.sha256"
-    pins.write_text("".join(f"{hashlib.sha256(data).hexdigest()}  {name}\n" for name, data in contents.items()))
-    return jars, pins
+    lines = ["# kcl: 9.9.9"]
+    for artifact, data in contents.items():
+        (jars / f"{artifact}-1.0.jar").write_bytes(data)
+        lines.append(f"org.example:{artifact}:1.0 {hashlib.sha256(data).hexdigest()}")
+    lock = tmp_path / "test.lock"
+    lock.write_text("\n".join(lines) + "\n")
+    return jars, read_lock(lock)
 
 
-def test_jars_matching_the_pins_verify(tmp_path):
-    jars, pins = _jars(tmp_path, {"a.jar": b"a", "b.jar": b"b"})
-    assert verify_jars(jars, pins) == 2
+def test_jars_matching_the_lock_verify(tmp_path):
+    jars, lock = _jars(tmp_path, {"a": b"a", "b": b"b"})
+    assert verify_jars(jars, lock) == 2
+    assert lock.kcl_version == "9.9.9"
 
 
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda jars: (jars / "a.jar").write_bytes(b"tampered"), "different SHA-256"),
-        (lambda jars: (jars / "a.jar").unlink(), "missing"),
-        (lambda jars: (jars / "evil.jar").write_bytes(b"x"), "not pinned"),
+        (
+            lambda jars: (jars / "a-1.0.jar").write_bytes(b"tampered"),
+            "SHA-256 other than the locked one: org.example:a:1.0",
+        ),
+        (lambda jars: (jars / "a-1.0.jar").unlink(), "missing: org.example:a:1.0"),
+        (lambda jars: (jars / "evil.jar").write_bytes(b"x"), "not in the lock: evil.jar"),
     ],
 )
-def test_a_tampered_missing_or_extra_jar_refuses_to_start(tmp_path, change, message):
-    jars, pins = _jars(tmp_path, {"a.jar": b"a", "b.jar": b"b"})
+def test_a_tampered_missing_or_extra_jar_refuses_to_start_naming_it(tmp_path, change, message):
+    jars, lock = _jars(tmp_path, {"a": b"a", "b": b"b"})
     change(jars)
-    with pytest.raises(DaemonSetupError, match=message):
-        verify_jars(jars, pins)
+    with pytest.raises(DaemonSetupError, match=re.escape(message)):
+        verify_jars(jars, lock)
+
+
+def test_a_missing_jar_folder_names_the_setting(tmp_path):
+    _, lock = _jars(tmp_path, {"a": b"a"})
+    with pytest.raises(DaemonSetupError, match=r"KCL_JAR_DIR=.*does not exist"):
+        verify_jars(tmp_path / "nowhere", lock)
+
+
+def test_a_lock_line_that_is_not_coordinates_and_a_hash_is_refused_with_its_line(tmp_path):
+    lock = tmp_path / "bad.lock"
+    lock.write_text("# kcl: 3\norg.example:a:1.0 " + "0" * 64 + "\norg.example:b:1.0 not-a-hash\n")
+    with pytest.raises(DaemonSetupError, match=r"bad\.lock:3"):
+        read_lock(lock)
+
+
+def test_the_daemon_runs_on_the_jars_of_kcl_jar_dir(env, tmp_path):
+    from consumer.runtime.settings import load_settings
+
+    env.setenv("KCL_JAR_DIR", str(tmp_path / "jars"))
+    command = daemon_command(load_settings(), tmp_path / "p.properties")
+    assert command[command.index("-cp") + 1] == f"{tmp_path / 'jars'}/*"
+
+
+def test_worker_metrics_are_off_unless_asked_for(env):
+    from consumer.runtime.settings import load_settings
+
+    rendered = _parse(render_properties(PROPERTIES_TEMPLATE.read_text(), properties_overrides(load_settings())))
+    assert rendered["disableWorkerMetrics"] == "true"
+    assert rendered["clientVersionConfig"] == "CLIENT_VERSION_CONFIG_3X"
+    env.setenv("KCL_WORKER_METRICS", "true")
+    env.setenv("KCL_CLIENT_VERSION_CONFIG", "CLIENT_VERSION_CONFIG_COMPATIBLE_WITH_2X")
+    rendered = _parse(render_properties(PROPERTIES_TEMPLATE.read_text(), properties_overrides(load_settings())))
+    assert rendered["disableWorkerMetrics"] == "false"
+    assert rendered["clientVersionConfig"] == "CLIENT_VERSION_CONFIG_COMPATIBLE_WITH_2X"
+
+
+def test_the_template_names_credentials_the_way_kcl_3_reads_them():
+    rendered = _parse(PROPERTIES_TEMPLATE.read_text())
+    # KCL 2.7+ resolves SDK v2 names only; KCL 2.5's DefaultAWSCredentialsProviderChain makes the daemon exit 1.
+    assert rendered["AwsCredentialsProvider"] == "DefaultCredentialsProvider"
+    assert "AWSCredentialsProvider" not in rendered
 
 
 def test_extra_properties_from_json_win_over_the_template(env):

@@ -21,10 +21,16 @@ __all__ = [
     "seconds",
 ]
 
-#: Lines of the daemon's log that mark a shard's steps (KCL 2.5.8 wording), the shard id in the first group.
-LEASE_TAKEN = re.compile(r"Transferred lease (shardId-\d+) ownership")
-CONSUMER_CREATED = re.compile(r"Created new shardConsumer for : ShardInfo\(.*shardId=(shardId-\d+)")
-INITIALIZE_SENT = re.compile(r":(shardId-\d+) : Starting Prefetching thread")
+#: Lines of the daemon's log that mark a shard's steps; every shard id the match covers takes the line's time. A
+#: lease is taken by its worker in KCL 2.x ("Transferred lease ... ownership") and assigned by the leader in KCL 3
+#: (the worker's "New leases assigned to worker : W, count : N, leases : [...]").
+LEASE_TAKEN = re.compile(
+    r"Transferred lease shardId-\d+ ownership"
+    r"|New leases assigned to worker : \S+, count : [1-9]\d*, leases : \[[^\]]*\]"
+)
+CONSUMER_CREATED = re.compile(r"Created new shardConsumer for : ShardInfo\(.*shardId=shardId-\d+")
+INITIALIZE_SENT = re.compile(r":shardId-\d+ : Starting Prefetching thread")
+_SHARD = re.compile(r"shardId-\d+")
 
 
 def log_events(path: Path, event: str) -> Iterator[dict[str, Any]]:
@@ -47,8 +53,8 @@ def daemon_times(path: Path, pattern: re.Pattern[str]) -> dict[str, float]:
             continue
         event = orjson.loads(line)
         match = pattern.search(str(event.get("event", "")))
-        if match and match.group(1) not in found:
-            found[match.group(1)] = seconds(event["timestamp"])
+        for shard in _SHARD.findall(match.group(0)) if match else ():
+            found.setdefault(shard, seconds(event["timestamp"]))
     return found
 
 
