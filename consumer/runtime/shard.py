@@ -1,7 +1,8 @@
 """The shard process: what record_processor.py runs, once per leased shard, under the MultiLangDaemon.
 
 It wires the pieces (settings, logs, the prepared model, the two sinks) and hands stdin/stdout to amazon_kclpy's
-KCLProcess. stdout carries only the MultiLang protocol; every log line goes to stderr as JSON.
+KCLProcess (:class:`GuardedKCLProcess`). stdout carries only the MultiLang protocol; every log line goes to stderr as
+JSON.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 import sys
 from typing import TextIO
 
+from amazon_kclpy import messages
 from amazon_kclpy.kcl import KCLProcess
 from prometheus_client.multiprocess import mark_process_dead
 
@@ -23,7 +25,34 @@ from consumer.runtime.aws import KinesisClient, kinesis_client
 from consumer.runtime.logs import configure_logging, get_logger
 from consumer.runtime.settings import Settings, load_settings
 
-__all__ = ["main", "sink_client"]
+__all__ = ["GuardedKCLProcess", "main", "sink_client"]
+
+
+class GuardedKCLProcess(KCLProcess):  # type: ignore[misc]  # amazon_kclpy is untyped
+    """amazon_kclpy's KCLProcess, stopping the shard loudly when its main loop reads a checkpoint reply.
+
+    A checkpoint reply answers a checkpoint request; ``Checkpointer.checkpoint`` reads it, inside the call the daemon
+    dispatched (processRecords, shutdownRequested, shardEnded). One that reaches the main loop instead (a request
+    made outside a dispatched call, or a stray line) makes the upstream loop dispatch it to nothing and die with
+    "'CheckpointInput' object has no attribute 'action'" (awslabs/amazon-kinesis-client-python issues 232 and 339).
+    The record processor never checkpoints outside a dispatched call, so such a line means the protocol is out of
+    step: this class logs ``unsolicited_checkpoint_reply`` with what arrived and exits 1 without answering, so the
+    daemon replays the shard from its last checkpoint.
+    """
+
+    def _handle_a_line(self, line: str) -> None:  # the upstream method, with the guard in front
+        action = self.io_handler.load_action(line)
+        if isinstance(action, messages.CheckpointInput):
+            get_logger().error(
+                "unsolicited_checkpoint_reply",
+                sequence_number=action.sequence_number,
+                error=action.error,
+                hint="a checkpoint reply arrived while no checkpoint was asked for; stopping the shard",
+            )
+            sys.stderr.flush()
+            raise SystemExit(1)
+        self._perform_action(action)
+        self._report_done(action.action)
 
 
 def sink_client(settings: Settings) -> KinesisClient:
@@ -75,5 +104,5 @@ def main(stdin: TextIO | None = None, stdout: TextIO | None = None, stderr: Text
         max_record_age_seconds=settings.max_record_age_seconds,
         metrics=metrics,
     )
-    KCLProcess(processor, input_file=stdin or sys.stdin, output_file=stdout or sys.stdout, error_file=err).run()
+    GuardedKCLProcess(processor, input_file=stdin or sys.stdin, output_file=stdout or sys.stdout, error_file=err).run()
     return 0
