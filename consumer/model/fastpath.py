@@ -9,6 +9,7 @@ feature.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -86,8 +87,16 @@ def _matrix(rows: Sequence[Mapping[str, Any]], layout: Layout) -> npt.NDArray[np
     return matrix
 
 
+#: onnxruntime (1.32 here) starts Microsoft's 1DS usage telemetry when it is imported: a few seconds later it looks up
+#: mobile.events.data.microsoft.com and uploads, from every process that imports it. ``disable_telemetry_events()``
+#: after the import is too late; this variable, set before the import, turns it off. (tests/e2e/test_egress.py
+#: caught it.)
+TELEMETRY_OFF = ("ORT_DISABLE_TELEMETRY", "1")
+
+
 def load(directory: Path, info: ModelInfo) -> OnnxScorer:
     """Load the compiled model of a prepared directory, single-threaded. Raise ModelError if it cannot be."""
+    os.environ.setdefault(*TELEMETRY_OFF)  # before the first import of onnxruntime in this process
     import onnxruntime
 
     directory = Path(directory)
