@@ -61,6 +61,17 @@ lock:
 	test -x .cache/pipenv/bin/pipenv || { python3.11 -m venv .cache/pipenv && .cache/pipenv/bin/pip install --quiet pipenv==$(PIPENV_VERSION); }
 	PIPENV_VERBOSITY=-1 .cache/pipenv/bin/pipenv lock
 
+## kcl-compare: the KCL version comparison on the real daemon (docs/kcl-versions.md; about an hour, not in CI):
+## the table on stdout, JSON in .local/kcl-compare/ (KCL_COMPARE_ARGS="--variant kcl3" to narrow it)
+.PHONY: kcl-compare kcl-compare-docs
+kcl-compare: setup
+	$(PY) -m consumer kcl-compare $(KCL_COMPARE_ARGS)
+
+## kcl-compare-docs: docs/kcl-versions.md and docs/kcl-versions.json from a comparison report (KCL_COMPARE_JSON,
+## default .local/kcl-compare/kcl-compare.json)
+kcl-compare-docs: setup
+	$(PY) -m consumer kcl-compare --docs-from $(or $(KCL_COMPARE_JSON),.local/kcl-compare/kcl-compare.json)
+
 ## kcl-lock: rewrite properties/kcl-jars.lock from the pom of the amazon-kclpy release Pipfile.lock pins, with
 ## Maven's resolution of kcl/pom.xml (needs mvn; the install does not)
 kcl-lock:

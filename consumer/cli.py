@@ -1,4 +1,4 @@
-"""The command line: ``python -m consumer run | train | replay | tail | ledger | demo | bench``.
+"""The command line: ``python -m consumer run | train | replay | tail | ledger | demo | bench | kcl-compare``.
 
 Every command configures JSON logs on stderr first. ``run`` is the service; the others are development tools
 (:mod:`consumer.tools`), imported only when called: the image ships the service without them, and there they answer
@@ -282,6 +282,74 @@ def bench(
         if runs is not None:
             config = dataclasses.replace(config, runs=runs)
         run_bench(config, trips=trips)
+
+
+@cli.command("kcl-compare")
+@click.option(
+    "--variant",
+    "variants",
+    multiple=True,
+    help="Run only these variants (kcl3, kcl3-assign-5s, kcl2; repeat the option). Default: all.",
+)
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The JSON report (default .local/kcl-compare/kcl-compare.json).",
+)
+@click.option("--data", "trips", default=None, help="TLC parquet (path or URL); its last week is ridden.")
+@click.option(
+    "--work-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where the run's files go (every worker's log); default .local/kcl-compare/work.",
+)
+@click.option(
+    "--docs-from",
+    "docs_from",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    default=None,
+    help="Run nothing: copy this report to docs/kcl-versions.json and render docs/kcl-versions.md from it.",
+)
+@click.option(
+    "--docs-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="With --docs-from: the folder of kcl-versions.md and kcl-versions.json (default: the checkout's docs/).",
+)
+def kcl_compare(
+    variants: tuple[str, ...],
+    output: Path | None,
+    trips: str | None,
+    work_dir: Path | None,
+    docs_from: Path | None,
+    docs_dir: Path | None,
+) -> None:
+    """Compare KCL versions on the real daemon: cold start, join, SIGTERM, SIGKILL of a worker and of the leader,
+    duplicates, memory and CPU (docs/kcl-versions.md). About an hour; run it alone on the machine."""
+    import shutil
+
+    _require_tools()
+    from consumer.tools.kclcompare import VARIANTS, run_comparison, write_versions_docs
+    from consumer.tools.kclcompare.run import CompareConfig
+    from consumer.tools.paths import DEFAULT_TRIPS, LOCAL_DIR, REPO_ROOT
+
+    configure_logging("WARNING", component="kcl-compare")
+    if docs_from is not None:
+        page = write_versions_docs(docs_from, docs_dir or REPO_ROOT / "docs")
+        click.echo(f"{page} rendered from {docs_from}")
+        return
+    unknown = set(variants) - set(VARIANTS)
+    if unknown:
+        raise click.BadParameter(f"unknown {sorted(unknown)}; known: {', '.join(VARIANTS)}", param_hint="--variant")
+    work = work_dir or LOCAL_DIR / "kcl-compare" / "work"
+    shutil.rmtree(work, ignore_errors=True)
+    config = CompareConfig(
+        output=output or LOCAL_DIR / "kcl-compare" / "kcl-compare.json",
+        work_dir=work,
+        variants=variants or tuple(VARIANTS),
+    )
+    run_comparison(config, trips=trips or DEFAULT_TRIPS)
 
 
 def main(argv: list[str] | None = None) -> int:
