@@ -37,7 +37,10 @@ from consumer.model.resolve import Source, content_hash, download, read_mlmodel,
 from consumer.model.scorer import Predictor, Scorer, load_prepared
 from consumer.model.trust import load_pipeline
 
-__all__ = ["prepare"]
+__all__ = ["MLFLOW_TELEMETRY_OFF", "prepare"]
+
+#: MLflow's own switch for its usage telemetry (mlflow.environment_variables.MLFLOW_DISABLE_TELEMETRY).
+MLFLOW_TELEMETRY_OFF = ("MLFLOW_DISABLE_TELEMETRY", "true")
 
 log = structlog.get_logger(__name__)
 
@@ -56,6 +59,10 @@ def prepare(
     ``tracking_uri``/``registry_uri`` default to mlflow's own resolution (MLFLOW_TRACKING_URI) when None.
     Raise :class:`ModelError`, naming the URI, when the model cannot be found, downloaded, trusted or loaded.
     """
+    # MLflow 3 sends usage events to its telemetry service for some calls unless told not to (it stays quiet by
+    # itself only under CI or pytest). The service talks to AWS and its tracking server, nothing else; an operator
+    # who wants the telemetry sets the variable. Before the first import of mlflow in this process.
+    os.environ.setdefault(*MLFLOW_TELEMETRY_OFF)
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     registry_uri = registry_uri or tracking_uri
