@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.models import ModelStore, RegisteredModel, train_and_register
+
 REPO = Path(__file__).resolve().parents[2]
 PODMAN_ENV_FILE = REPO / ".cache" / "container" / "env"
 IMAGE = "localhost/ride-duration-consumer:test"
@@ -105,28 +107,12 @@ def image(podman: Podman, tmp_path_factory: pytest.TempPathFactory) -> str:
     return IMAGE
 
 
-@dataclass(frozen=True)
-class ModelStore:
-    """A model registered in a local MLflow store (sqlite + artifact folder) under ``root``."""
-
-    root: Path
-    tracking_uri: str
-    uri: str
-    version: str
-
-
 @pytest.fixture(scope="session")
-def model_store(tmp_path_factory: pytest.TempPathFactory) -> ModelStore:
+def model_store(tmp_path_factory: pytest.TempPathFactory) -> RegisteredModel:
     """The seed's pipeline on 20,000 real trips (20 trees, to keep the tier fast), registered @production."""
-    from consumer.tools.paths import DEFAULT_TRIPS
-    from consumer.tools.training import local_store, train
-
-    root = tmp_path_factory.mktemp("mlflow")
-    tracking_uri, artifacts = local_store(root)
-    result = train(
-        DEFAULT_TRIPS, tracking_uri=tracking_uri, artifact_location=artifacts, sample=20_000, n_estimators=20
-    )
+    model = train_and_register(ModelStore.at(tmp_path_factory.mktemp("mlflow")), sample=20_000, n_estimators=20)
     # The container (uid 10001) mounts the store read-only at the same path; let that user read it.
+    root = model.store.directory
     for path in [root, *root.rglob("*")]:
         path.chmod(path.stat().st_mode | (0o005 if path.is_dir() else 0o004))
-    return ModelStore(root, tracking_uri, "models:/ride-duration@production", result.version)
+    return model

@@ -16,15 +16,6 @@ from consumer.tools.replay import put_payloads, read_rides, replay, rmse
 from consumer.tools.streams import list_shards, wait_for_stream_active
 from consumer.tools.tail import StreamReader, print_records, read_all
 
-TRIPS = Path(__file__).resolve().parents[3] / "shared" / "data" / "green_tripdata_2022-01.parquet"
-
-
-@pytest.fixture(scope="module")
-def trips_file() -> Path:
-    if not TRIPS.exists():
-        pytest.skip(f"{TRIPS} is not on this machine")
-    return TRIPS
-
 
 @pytest.fixture(scope="module")
 def trips(trips_file: Path) -> pd.DataFrame:

@@ -25,7 +25,7 @@ from consumer.runtime.forkserver import ForkServer, start
 from tests.protocol.conftest import Processor
 from tests.protocol.test_multilang import *  # noqa: F403 - the protocol tests, run again through the fork server
 from tests.protocol.test_multilang import initialize, process, record
-from tests.unit.factories import ride_payload
+from tests.support.factories import ride_payload
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from consumer.pipeline.events import (
     event_id,
     prediction_event,
 )
-from tests.unit.factories import ride_payload
+from tests.support.factories import ride_payload
 
 SOURCE = SourceRecord("shardId-000000000001", "4960000000000000000000001", 3, "156", 1_700_000_000_000)
 

@@ -9,7 +9,7 @@ from consumer.model.features import Ride, features
 from consumer.model.prepared import ModelInfo
 from consumer.model.scorer import Scorer, single_threaded
 from consumer.pipeline.events import decode_ride
-from tests.unit.factories import ride_payload
+from tests.support.factories import ride_payload
 
 INFO = ModelInfo(uri="models:/ride-duration/3", name="ride-duration", version="3", run_id="abc")
 

@@ -1,5 +1,4 @@
-"""pytest fixtures for the local emulators. Load them with ``pytest_plugins = ["tests.stack_fixtures"]`` in a test
-module or in the root ``conftest.py`` (pytest refuses ``pytest_plugins`` in a non-root conftest).
+"""pytest fixtures for the local emulators, loaded for every tier by pyproject.toml's pytest ``addopts`` (``-p``).
 
 - ``local_stack`` (session): one :class:`~consumer.tools.localstack.LocalStack` for the whole session, logs in a pytest
   temporary directory. Skipped when Node or the npm packages are missing, with the reason; when ``CI=true`` the
@@ -8,6 +7,8 @@ module or in the root ``conftest.py`` (pytest refuses ``pytest_plugins`` in a no
 - ``kinesis`` (session): a boto3 Kinesis client for it.
 - ``emulators_installed``: the ``node_modules`` path, for tests that start their own LocalStack (same skip rule).
 - ``make_stream``: ``make_stream(shards=1) -> name``, a new ACTIVE stream with a unique name.
+- ``streams``: the consumer's three streams (:class:`Streams`), new for each test.
+- :func:`lease_table`: the daemon's lease table of an application (shard id -> owner and checkpoint).
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 
 from consumer.runtime.aws import KinesisClient
@@ -81,3 +84,54 @@ def make_stream(local_stack: LocalStack) -> Callable[..., str]:
         return name
 
     return make
+
+
+@dataclass(frozen=True)
+class Streams:
+    """The consumer's three streams: rides in (``input``), predictions and dead letters out."""
+
+    input: str
+    predictions: str
+    dead_letters: str
+
+    @classmethod
+    def create(cls, stack: LocalStack, *, input_shards: int = 2) -> Streams:
+        """New streams with unique names, ACTIVE: the input with ``input_shards`` shards, the outputs with one."""
+        suffix = uuid.uuid4().hex[:8]
+        streams = cls(f"rides-{suffix}", f"predictions-{suffix}", f"dead-letters-{suffix}")
+        stack.create_stream(streams.input, input_shards)
+        stack.create_stream(streams.predictions, 1)
+        stack.create_stream(streams.dead_letters, 1)
+        return streams
+
+    def env(self) -> dict[str, str]:
+        """The settings that name them (INPUT_STREAM_NAME, PREDICTIONS_STREAM_NAME, DEAD_LETTER_STREAM_NAME)."""
+        return {
+            "INPUT_STREAM_NAME": self.input,
+            "PREDICTIONS_STREAM_NAME": self.predictions,
+            "DEAD_LETTER_STREAM_NAME": self.dead_letters,
+        }
+
+
+@pytest.fixture
+def streams(local_stack: LocalStack) -> Streams:
+    return Streams.create(local_stack)
+
+
+def lease_table(stack: LocalStack, application: str) -> dict[str, dict[str, str]]:
+    """The daemon's lease table (named after the application): shard id -> {"owner", "checkpoint"}."""
+    dynamodb = boto3.client(
+        "dynamodb",
+        endpoint_url=stack.dynamodb_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="x",
+        aws_secret_access_key="x",
+    )
+    items = dynamodb.scan(TableName=application)["Items"]
+    return {
+        item["leaseKey"]["S"]: {
+            "owner": item.get("leaseOwner", {}).get("S", ""),
+            "checkpoint": item.get("checkpoint", {}).get("S", ""),
+        }
+        for item in items
+    }

@@ -1,0 +1,13 @@
+"""What the test tiers share; one of each.
+
+- :mod:`~tests.support.stack`: the emulators (``local_stack``, ``kinesis``, ``make_stream``), the consumer's
+  ``streams``, the daemon's lease table.
+- :mod:`~tests.support.models`: the TLC trips file, training rows, model pipelines, prepared and MLflow model
+  directories, a local MLflow store with the model registered.
+- :mod:`~tests.support.fakes`: the fake checkpointer, amazon_kclpy's inputs, a constant model.
+- :mod:`~tests.support.factories`: ride payloads, KCL-like records, a record processor on in-memory sinks.
+- :mod:`~tests.support.probes`: JSON log lines, HTTP answers.
+- :mod:`~tests.support.prometheus`: a Prometheus server, the metric names of PromQL, the dashboard's builder.
+
+pyproject.toml's pytest ``addopts`` load the fixtures of ``stack`` and ``models`` for every tier.
+"""

@@ -1,0 +1,33 @@
+"""Reading what the processes under test say: their JSON log lines and their HTTP answers."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+__all__ = ["http_get", "json_lines"]
+
+
+def json_lines(text: str) -> list[dict[str, Any]]:
+    """The JSON objects among ``text``'s lines (log events); other lines (a JVM's, a traceback's) are passed over."""
+    events = []
+    for line in text.splitlines():
+        if line.startswith("{"):
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                continue
+    return events
+
+
+def http_get(url: str, *, timeout: float = 10.0) -> tuple[int, str]:
+    """``(status, body)`` of a GET; an error status is returned, not raised; ``(0, "")`` when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError:
+        return 0, ""
