@@ -10,14 +10,14 @@ export PIPENV_VENV_IN_PROJECT := 1
 setup:
 	bash scripts/setup.sh
 
-## test: the whole test suite (PYTEST_ARGS="-k foo" to narrow it)
+## test: every tier but the fault suite and the container test (PYTEST_ARGS="-k foo" to narrow it)
 test: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not faults and not container" $(PYTEST_ARGS)
 
 ## test-faults: the fault suite (README "Delivery guarantees"): kills, throttling, resharding... on the real daemon,
 ## each judged by the record ledger; about 12 minutes, so not part of `make test`
 test-faults: setup
-	$(PY) -m pytest tests/faults -m faults $(PYTEST_ARGS)
+	$(PY) -m pytest -m faults $(PYTEST_ARGS)
 
 ## container-test: build the Dockerfile with podman and run the image against the emulators (root; installs
 ## podman and makes the stand-in base image on first use: scripts/container_setup.sh)

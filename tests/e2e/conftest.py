@@ -3,7 +3,6 @@ against kinesis-local and dynalite, with a model trained and registered in a loc
 
 from __future__ import annotations
 
-import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,20 +11,14 @@ import pytest
 
 from consumer.tools.harness import ConsumerProcess, consumer_env
 from tests.support.models import ModelStore, RegisteredModel, train_and_register
+from tests.support.requirements import require_tool
 from tests.support.stack import Streams
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if "tests/e2e/" in str(item.path):
-            item.add_marker(pytest.mark.e2e)
 
 
 @pytest.fixture(scope="session")
 def registered_model(tmp_path_factory: pytest.TempPathFactory) -> RegisteredModel:
     """The seed's pipeline trained on 20,000 real trips (20 trees, to keep the suite fast), registered @production."""
-    if shutil.which("java") is None:
-        pytest.fail("java is not on PATH: the end-to-end tests need a JRE 17+ (see `make setup`)")
+    require_tool("java", "the end-to-end tests need a JRE 17+ (see `make setup`)")
     return train_and_register(ModelStore.at(tmp_path_factory.mktemp("mlflow")), sample=20_000, n_estimators=20)
 
 

@@ -8,7 +8,6 @@ import hashlib
 import random
 
 import orjson
-import pytest
 
 from consumer.pipeline.events import DEAD_LETTER_PAYLOAD_LIMIT, Reason
 from consumer.tools.ledger import Outcome
@@ -16,8 +15,6 @@ from consumer.tools.replay import RideRow, put_payloads, read_rides, ride_payloa
 from consumer.tools.tail import read_all
 from tests.faults.conftest import FRAGILE_ABOVE_MILES, log_events
 from tests.support.models import trips_file
-
-pytestmark = pytest.mark.faults
 
 ONE_MIB = 1024 * 1024
 

@@ -15,8 +15,6 @@ from consumer.tools.ledger import Ledger
 from tests.faults.conftest import Scenario, log_events
 from tests.faults.kinesis_proxy import HoldCalls
 
-pytestmark = pytest.mark.faults
-
 WARM_UP = 50  # rides put before the steady load, to know the consumer has its leases and is scoring
 
 

@@ -14,8 +14,6 @@ from consumer.pipeline.sink import Entry, KinesisSink
 from consumer.tools.tail import read_all
 from tests.faults.kinesis_proxy import FailCalls, KinesisProxy, ThrottleEntries
 
-pytestmark = pytest.mark.faults
-
 
 @pytest.fixture
 def proxy(local_stack):

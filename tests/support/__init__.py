@@ -1,5 +1,7 @@
 """What the test tiers share; one of each.
 
+- :mod:`~tests.support.requirements`: what a test needs from the machine, and the one policy when it is missing
+  (skip with the reason; under CI=true a failure).
 - :mod:`~tests.support.stack`: the emulators (``local_stack``, ``kinesis``, ``make_stream``), the consumer's
   ``streams``, the daemon's lease table.
 - :mod:`~tests.support.models`: the TLC trips file, training rows, model pipelines, prepared and MLflow model
@@ -9,5 +11,5 @@
 - :mod:`~tests.support.probes`: JSON log lines, HTTP answers.
 - :mod:`~tests.support.prometheus`: a Prometheus server, the metric names of PromQL, the dashboard's builder.
 
-pyproject.toml's pytest ``addopts`` load the fixtures of ``stack`` and ``models`` for every tier.
+``tests/conftest.py`` loads the fixtures of ``stack`` and ``models`` for every tier.
 """

@@ -1,7 +1,7 @@
 """Models for the tests, all built one way: the service's DictVectorizer pipeline fitted on real January 2022 trips.
 
 - :data:`TRIPS`, :func:`trips_file` and the ``trips_file`` fixture: the TLC parquet beside the repository
-  (the test is skipped when it is not there; the tests never download it).
+  (unavailable when it is not there: :mod:`tests.support.requirements`; the tests never download it).
 - :func:`training_rows`: feature rows and durations, made the way training makes them.
 - :func:`model_pipeline`: ``DictVectorizer`` followed by the given steps, or by the service's own forest.
 - :func:`write_prepared`: a prepared-model directory (``pipeline.joblib`` + ``model.json``), as shards load it.
@@ -24,6 +24,7 @@ import pytest
 
 from consumer.model.prepared import METADATA_FILE, PIPELINE_FILE, ModelInfo
 from consumer.tools.paths import REPO_ROOT
+from tests.support.requirements import require_file
 
 if TYPE_CHECKING:
     import numpy as np
@@ -50,10 +51,8 @@ TINY = ModelInfo(uri="test://tiny", name="tiny", version="42", run_id=None)
 
 
 def trips_file() -> Path:
-    """:data:`TRIPS`, or the test is skipped."""
-    if not TRIPS.is_file():
-        pytest.skip(f"{TRIPS} is not on this machine")
-    return TRIPS
+    """:data:`TRIPS`, or the test is unavailable (skipped; a failure under CI=true)."""
+    return require_file(TRIPS, "the January 2022 TLC green-taxi parquet is kept in ../shared/data beside the repo")
 
 
 @pytest.fixture(name="trips_file", scope="session")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import shutil
 import subprocess
 import time
 import urllib.error
@@ -24,7 +23,7 @@ import promql_parser
 
 from consumer.tools.localstack import free_port
 from consumer.tools.paths import REPO_ROOT
-from tests.support.stack import skip_or_fail
+from tests.support.requirements import require_tool
 
 __all__ = ["PrometheusServer", "dashboard_builder", "defined_metric_names", "metric_names", "tool"]
 
@@ -32,12 +31,8 @@ INSTALL_HINT = "run `sudo bash scripts/install_prometheus.sh` (Debian's promethe
 
 
 def tool(name: str) -> str:
-    """The path of ``prometheus`` or ``promtool``; skip the test (fail in CI) when it is not installed."""
-    path = shutil.which(name)
-    if path is None:
-        skip_or_fail(f"{name} is not on PATH: {INSTALL_HINT}")
-    assert path is not None
-    return path
+    """The path of ``prometheus`` or ``promtool``; unavailable (:mod:`tests.support.requirements`) without it."""
+    return require_tool(name, INSTALL_HINT)
 
 
 def metric_names(expr: str, variables: Mapping[str, str] | None = None) -> set[str]:

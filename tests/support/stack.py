@@ -1,11 +1,11 @@
-"""pytest fixtures for the local emulators, loaded for every tier by pyproject.toml's pytest ``addopts`` (``-p``).
+"""pytest fixtures for the local emulators, loaded for every tier by ``tests/conftest.py``.
 
 - ``local_stack`` (session): one :class:`~consumer.tools.localstack.LocalStack` for the whole session, logs in a pytest
-  temporary directory. Skipped when Node or the npm packages are missing, with the reason; when ``CI=true`` the
-  tests fail instead, since CI installs them (``make setup``). ``LOCALSTACK_NODE_MODULES`` points at another
-  ``node_modules`` than the repository's.
+  temporary directory. Without Node or the npm packages its tests are skipped with the reason (a failure under
+  ``CI=true``: :mod:`tests.support.requirements`). ``LOCALSTACK_NODE_MODULES`` points at another ``node_modules``
+  than the repository's.
 - ``kinesis`` (session): a boto3 Kinesis client for it.
-- ``emulators_installed``: the ``node_modules`` path, for tests that start their own LocalStack (same skip rule).
+- ``emulators_installed``: the ``node_modules`` path, for tests that start their own LocalStack (same rule).
 - ``make_stream``: ``make_stream(shards=1) -> name``, a new ACTIVE stream with a unique name.
 - ``streams``: the consumer's three streams (:class:`Streams`), new for each test.
 - :func:`lease_table`: the daemon's lease table of an application (shard id -> owner and checkpoint).
@@ -25,6 +25,7 @@ import pytest
 
 from consumer.runtime.aws import KinesisClient
 from consumer.tools.localstack import DEFAULT_NODE_MODULES, EmulatorNotInstalled, LocalStack
+from tests.support.requirements import unavailable
 
 NODE_MODULES_VARIABLE = "LOCALSTACK_NODE_MODULES"
 
@@ -35,21 +36,14 @@ def node_modules() -> Path:
     return Path(configured) if configured else DEFAULT_NODE_MODULES
 
 
-def skip_or_fail(reason: str) -> None:
-    """Skip locally; fail in CI (``CI=true``), where a missing emulator is a broken setup, not a choice."""
-    if os.environ.get("CI", "").strip().lower() in {"true", "1"}:
-        pytest.fail(f"CI=true and the emulators cannot run: {reason}", pytrace=False)
-    pytest.skip(reason)
-
-
 def running_stack(work_dir: Path, **options: Any) -> Iterator[LocalStack]:
-    """A started LocalStack for a fixture to yield from (skipped or failed as above when not installed); its
-    logs are kept in ``work_dir``."""
+    """A started LocalStack for a fixture to yield from (unavailable, as above, when not installed); its logs are
+    kept in ``work_dir``."""
     stack = LocalStack(work_dir, node_modules=node_modules(), **options)
     try:
         stack.start()
     except EmulatorNotInstalled as exc:
-        skip_or_fail(str(exc))
+        unavailable(str(exc))
     try:
         yield stack
     finally:
@@ -63,11 +57,11 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
 
 @pytest.fixture
 def emulators_installed() -> Path:
-    """The ``node_modules`` to give a LocalStack a test starts itself; skip (fail in CI) when not installed."""
+    """The ``node_modules`` to give a LocalStack a test starts itself; unavailable when not installed."""
     try:
         LocalStack(node_modules=node_modules()).check_installation()
     except EmulatorNotInstalled as exc:
-        skip_or_fail(str(exc))
+        unavailable(str(exc))
     return node_modules()
 
 
