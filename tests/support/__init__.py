@@ -8,8 +8,9 @@
   directories, a local MLflow store with the model registered.
 - :mod:`~tests.support.fakes`: the fake checkpointer, amazon_kclpy's inputs, a constant model.
 - :mod:`~tests.support.factories`: ride payloads, KCL-like records, a record processor on in-memory sinks.
-- :mod:`~tests.support.probes`: JSON log lines, HTTP answers.
+- :mod:`~tests.support.probes`: JSON log lines, HTTP answers, waiting for a process to be gone.
 - :mod:`~tests.support.prometheus`: a Prometheus server, the metric names of PromQL, the dashboard's builder.
+- :mod:`~tests.support.launcher` and :mod:`~tests.support.fake_daemon`: the launcher supervising a fake daemon.
 
 ``tests/conftest.py`` loads the fixtures of ``stack`` and ``models`` for every tier.
 """

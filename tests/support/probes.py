@@ -1,13 +1,14 @@
-"""Reading what the processes under test say: their JSON log lines and their HTTP answers."""
+"""Reading what the processes under test say and do: their JSON log lines, their HTTP answers, their end."""
 
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from typing import Any
 
-__all__ = ["http_get", "json_lines"]
+__all__ = ["gone", "http_get", "json_lines"]
 
 
 def json_lines(text: str) -> list[dict[str, Any]]:
@@ -31,3 +32,17 @@ def http_get(url: str, *, timeout: float = 10.0) -> tuple[int, str]:
         return exc.code, exc.read().decode()
     except OSError:
         return 0, ""
+
+
+def gone(pid: int, timeout: float = 30.0) -> bool:
+    """Whether process ``pid`` has ended (a zombie counts) within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.02)
+    return False
