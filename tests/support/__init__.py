@@ -11,6 +11,7 @@
 - :mod:`~tests.support.probes`: JSON log lines, HTTP answers, waiting for a process to be gone.
 - :mod:`~tests.support.prometheus`: a Prometheus server, the metric names of PromQL, the dashboard's builder.
 - :mod:`~tests.support.launcher` and :mod:`~tests.support.fake_daemon`: the launcher supervising a fake daemon.
+- :mod:`~tests.support.fork_server`: the fork server with a scripted shard, and a record processor using it.
 
 ``tests/conftest.py`` loads the fixtures of ``stack`` and ``models`` for every tier.
 """
