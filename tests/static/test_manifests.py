@@ -219,7 +219,7 @@ def test_stop_grace_outlasts_the_daemons_drain_and_the_launchers_kill_margin():
     assert needed < stop_timeout <= 120  # Fargate's maximum
 
 
-def test_deployment_worker_id_probes_and_security_context():
+def test_deployment_pods_are_their_own_worker_id_probed_on_healthz_and_readyz_and_locked_down():
     pod = manifest("Deployment")["spec"]["template"]["spec"]
     container = pod["containers"][0]
     worker_id = next(item for item in container["env"] if item["name"] == "KCL_WORKER_ID")

@@ -57,7 +57,7 @@ def test_the_pod_picker_lists_pods_by_a_metric_every_pod_exports():
     assert metric in defined_metric_names()
 
 
-def test_the_dashboard_answers_the_operators_questions():
+def test_the_dashboard_shows_lag_throughput_dead_letters_latencies_checkpoints_leases_and_model():
     titles = {panel["title"] for panel in PANELS}
     assert {
         "Seconds behind latest, per shard",

@@ -38,7 +38,7 @@ def test_features_of_a_decoded_integer_distance_are_a_float():
     assert type(row["trip_distance"]) is float
 
 
-def test_features_keep_zone_order():
+def test_swapped_pickup_and_dropoff_zones_are_different_features():
     assert features(Ride(1, 205, 130, 1.0))["PU_DO"] != features(Ride(1, 130, 205, 1.0))["PU_DO"]
 
 
