@@ -5,8 +5,9 @@ the daemon's process group outlives it. The real daemon is tested in tests/e2e a
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,16 +16,17 @@ from tests.support.probes import gone
 
 
 @pytest.fixture
-def launch(tmp_path: Path) -> Iterator[type[LauncherRun]]:
-    """``launch(**fake_daemon)``: a launcher supervising a fake daemon; whatever is left running is killed."""
+def launch(tmp_path: Path) -> Iterator[Callable[..., LauncherRun]]:
+    """``launch(**options)``: a launcher supervising a fake daemon (options: :class:`LauncherRun`'s); whatever is
+    left running is killed at the end."""
     runs: list[LauncherRun] = []
 
-    def start(**options: object) -> LauncherRun:
-        run = LauncherRun(tmp_path / f"run-{len(runs)}", **options)  # type: ignore[arg-type]
+    def start(**options: Any) -> LauncherRun:
+        run = LauncherRun(tmp_path / f"run-{len(runs)}", **options)
         runs.append(run)
         return run
 
-    yield start  # type: ignore[misc]
+    yield start
     for run in runs:
         run.kill()
 
