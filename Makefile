@@ -10,15 +10,15 @@ export PIPENV_VENV_IN_PROJECT := 1
 setup:
 	bash scripts/setup.sh
 
-## test: the static checks (lint, typecheck), then the whole test suite (PYTEST_ARGS="-k foo" to narrow it);
-## a failing check stops it before pytest starts
+## test: the static checks (lint, typecheck), then every tier but the fault suite and the container test
+## (PYTEST_ARGS="-k foo" to narrow it); a failing check stops it before pytest starts
 test: setup lint typecheck
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not faults and not container" $(PYTEST_ARGS)
 
 ## test-faults: the fault suite (README "Delivery guarantees"): kills, throttling, resharding... on the real daemon,
 ## each judged by the record ledger; about 12 minutes, so not part of `make test`
 test-faults: setup
-	$(PY) -m pytest tests/faults -m faults $(PYTEST_ARGS)
+	$(PY) -m pytest -m faults $(PYTEST_ARGS)
 
 ## container-test: build the Dockerfile with podman and run the image against the emulators (root; installs
 ## podman and makes the stand-in base image on first use: scripts/container_setup.sh)

@@ -6,23 +6,21 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections import defaultdict
 from pathlib import Path
 
-import boto3
 import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from consumer.tools.harness import LOCAL_KCL_PROPERTIES, POISON_RECORDS, wait_for
 from consumer.tools.localstack import free_port
-from consumer.tools.paths import DEFAULT_TRIPS
 from consumer.tools.replay import put_payloads, replay
 from consumer.tools.tail import read_all
 from tests.container.conftest import FIGURES
+from tests.support.probes import http_get, json_lines
+from tests.support.stack import lease_table
 
 UID = 10001
 #: The writable paths of the image (see the Dockerfile); everything else is read-only.
@@ -43,27 +41,10 @@ def run_args(name: str, image: str, env: dict[str, str], read_only_mounts: list[
     return [*args, image]
 
 
-def http_get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-    except OSError:
-        return 0, ""
-
-
 def container_processes(podman, name: str) -> list[psutil.Process]:
     pid = int(podman("inspect", "--format", "{{.State.Pid}}", name).stdout.strip())
     root = psutil.Process(pid)
     return [root, *root.children(recursive=True)]
-
-
-def lease_checkpoints(endpoint: str, table: str) -> dict[str, str]:
-    dynamodb = boto3.client(
-        "dynamodb", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
-    )
-    return {item["leaseKey"]["S"]: item["checkpoint"]["S"] for item in dynamodb.scan(TableName=table)["Items"]}
 
 
 def metric_values(text: str) -> dict[str, float]:
@@ -75,17 +56,6 @@ def metric_values(text: str) -> dict[str, float]:
     return values
 
 
-def log_events(logs: str) -> list[dict]:
-    events = []
-    for line in logs.splitlines():
-        if line.startswith("{"):
-            try:
-                events.append(json.loads(line))
-            except ValueError:
-                continue
-    return events
-
-
 def test_image_without_settings_stops_naming_the_missing_variable(podman, image):
     result = podman("run", "--rm", "--read-only", image, check=False, timeout=60)
     assert result.returncode != 0
@@ -93,29 +63,21 @@ def test_image_without_settings_stops_naming_the_missing_variable(podman, image)
 
 
 def test_container_scores_rides_read_only_as_uid_10001_and_drains_on_podman_stop(
-    podman, image, model_store, local_stack, tmp_path
+    podman, image, model_store, local_stack, streams, trips_file, tmp_path
 ):
     suffix = uuid.uuid4().hex[:8]
-    streams = {"input": f"rides-{suffix}", "predictions": f"predictions-{suffix}", "dead": f"dead-{suffix}"}
-    local_stack.create_stream(streams["input"], 2)
-    local_stack.create_stream(streams["predictions"], 1)
-    local_stack.create_stream(streams["dead"], 1)
     kinesis = local_stack.kinesis_client()
     application = f"container-{suffix}"
     name = f"consumer-{suffix}"
     metrics_port = free_port()
 
-    first = replay(
-        DEFAULT_TRIPS, client=kinesis, stream_name=streams["input"], limit=1000, skip_invalid=True, progress=False
-    )
-    put_payloads(kinesis, streams["input"], POISON_RECORDS)
+    first = replay(trips_file, client=kinesis, stream_name=streams.input, limit=1000, skip_invalid=True, progress=False)
+    put_payloads(kinesis, streams.input, POISON_RECORDS)
     expected = first.records_sent + len(POISON_RECORDS)
 
     env = {
         **local_stack.env(),
-        "INPUT_STREAM_NAME": streams["input"],
-        "PREDICTIONS_STREAM_NAME": streams["predictions"],
-        "DEAD_LETTER_STREAM_NAME": streams["dead"],
+        **streams.env(),
         "KCL_APPLICATION_NAME": application,
         "KCL_INITIAL_POSITION": "TRIM_HORIZON",
         "KCL_WORKER_ID": name,
@@ -126,12 +88,12 @@ def test_container_scores_rides_read_only_as_uid_10001_and_drains_on_podman_stop
         "METRICS_PORT": str(metrics_port),
     }
     started = time.monotonic()
-    podman(*run_args(name, image, env, [str(model_store.root)]))
+    podman(*run_args(name, image, env, [str(model_store.store.directory)]))
     try:
         outputs = wait_for(
             lambda: (
-                len(read_all(kinesis, streams["predictions"], timeout=1))
-                + len(read_all(kinesis, streams["dead"], timeout=1))
+                len(read_all(kinesis, streams.predictions, timeout=1))
+                + len(read_all(kinesis, streams.dead_letters, timeout=1))
                 >= expected
                 or podman("inspect", "--format", "{{.State.Running}}", name).stdout.strip() != "true"
             ),
@@ -140,8 +102,8 @@ def test_container_scores_rides_read_only_as_uid_10001_and_drains_on_podman_stop
         )
         logs = podman("logs", name, check=False).stderr
         assert outputs, f"not every record came out in time; container log:\n{logs[-6000:]}"
-        predictions = read_all(kinesis, streams["predictions"], timeout=5)
-        dead_letters = read_all(kinesis, streams["dead"], timeout=5)
+        predictions = read_all(kinesis, streams.predictions, timeout=5)
+        dead_letters = read_all(kinesis, streams.dead_letters, timeout=5)
         assert len(predictions) == first.records_sent, f"container log:\n{logs[-6000:]}"
         assert sorted(item.event["prediction"]["ride_id"] for item in predictions) == sorted(first.ground_truth)
         assert {item.event["version"] for item in predictions} == {model_store.version}
@@ -167,16 +129,16 @@ def test_container_scores_rides_read_only_as_uid_10001_and_drains_on_podman_stop
 
         # A second wave, and the stop while it is being consumed: the drain must checkpoint what was written.
         replay(
-            DEFAULT_TRIPS,
+            trips_file,
             client=kinesis,
-            stream_name=streams["input"],
+            stream_name=streams.input,
             limit=1000,
             skip_rows=5000,
             start_ride_id=100_001,
             skip_invalid=True,
             progress=False,
         )
-        wait_for(lambda: len(read_all(kinesis, streams["predictions"], timeout=1)) > first.records_sent, timeout=60)
+        wait_for(lambda: len(read_all(kinesis, streams.predictions, timeout=1)) > first.records_sent, timeout=60)
     finally:
         stopping = time.monotonic()
         podman("stop", "--time", str(STOP_TIMEOUT), name, check=False, timeout=STOP_TIMEOUT + 30)
@@ -189,16 +151,17 @@ def test_container_scores_rides_read_only_as_uid_10001_and_drains_on_podman_stop
         FIGURES["container log"] = str(log_path)
 
     assert state["ExitCode"] == 0, f"exit status {state['ExitCode']} after podman stop; log:\n{logs[-6000:]}"
-    events = log_events(logs)
+    events = json_lines(logs)
     assert any(event.get("event") == "daemon_stopped" for event in events), logs[-6000:]
 
     # Checkpoint at the last written record: per shard, the lease's checkpoint is the highest input sequence
     # number whose prediction or dead letter is on an output stream.
     written: dict[str, int] = defaultdict(int)
-    for item in [*read_all(kinesis, streams["predictions"], timeout=5), *read_all(kinesis, streams["dead"], timeout=5)]:
+    out = [*read_all(kinesis, streams.predictions, timeout=5), *read_all(kinesis, streams.dead_letters, timeout=5)]
+    for item in out:
         shard, sequence, _ = item.event["event_id"].split(":")
         written[shard] = max(written[shard], int(sequence))
-    checkpoints = lease_checkpoints(local_stack.dynamodb_endpoint, application)
+    checkpoints = {shard: lease["checkpoint"] for shard, lease in lease_table(local_stack, application).items()}
     assert {shard: int(sequence) for shard, sequence in checkpoints.items()} == dict(written)
     shutdowns = [event for event in events if event.get("event") == "shutdown_requested"]
     assert len(shutdowns) == len(checkpoints), "every shard the container held was told to shut down"

@@ -8,16 +8,13 @@ import hashlib
 import random
 
 import orjson
-import pytest
 
 from consumer.pipeline.events import DEAD_LETTER_PAYLOAD_LIMIT, Reason
 from consumer.tools.ledger import Outcome
-from consumer.tools.paths import DEFAULT_TRIPS
 from consumer.tools.replay import RideRow, put_payloads, read_rides, ride_payload
 from consumer.tools.tail import read_all
 from tests.faults.conftest import FRAGILE_ABOVE_MILES, log_events
-
-pytestmark = pytest.mark.faults
+from tests.support.models import trips_file
 
 ONE_MIB = 1024 * 1024
 
@@ -63,7 +60,7 @@ def poison_kinds(rng: random.Random) -> list[tuple[bytes, str]]:
 def real_rides(count: int) -> list[RideRow]:
     """The first ``count`` complete rides of the real January file, under 60 miles."""
     rides = []
-    for row in read_rides(DEFAULT_TRIPS):
+    for row in read_rides(trips_file()):
         if None not in (row.pu_location_id, row.do_location_id, row.trip_distance) and row.trip_distance < 60:
             rides.append(row)
             if len(rides) == count:

@@ -12,10 +12,8 @@ import pytest
 
 from consumer.tools.harness import wait_for
 from consumer.tools.ledger import Ledger
-from tests.faults.conftest import Scenario, log_events
+from tests.faults.conftest import Load, Scenario, log_events
 from tests.faults.kinesis_proxy import HoldCalls
-
-pytestmark = pytest.mark.faults
 
 WARM_UP = 50  # rides put before the steady load, to know the consumer has its leases and is scoring
 
@@ -25,9 +23,17 @@ def warmed_up(run: Scenario) -> None:
     run.wait_for_outputs(WARM_UP, timeout=150)
 
 
-def steady_load(run: Scenario, rides: int = 2000, rate: float = 100):
+def steady_load(run: Scenario, rides: int = 2000, rate: float = 100) -> Load:
     """Rides from id 1,001 on, ``rate`` a second, in the background."""
     return run.load(rides, rate=rate, start_ride_id=1001)
+
+
+def under_steady_load(run: Scenario) -> Load:
+    """Warm the started consumers up, start the steady load and wait until its first 150 rides are out."""
+    warmed_up(run)
+    load = steady_load(run)
+    run.wait_for_outputs(WARM_UP + 150)
+    return load
 
 
 def _iso(epoch: float) -> str:
@@ -47,9 +53,7 @@ def last_written(ledger: Ledger) -> dict[str, str]:
 def test_kill_9_mid_batch_then_a_restart_with_the_same_worker_id_loses_nothing(scenario):
     run = scenario(input_shards=2)
     first = run.start()
-    warmed_up(run)
-    load = steady_load(run)
-    run.wait_for_outputs(WARM_UP + 150)
+    load = under_steady_load(run)
 
     # The next prediction put is written by kinesis-local but its answer is held: the batch is mid-flight, its
     # predictions in the stream, its checkpoint not taken. Then the whole consumer is killed.
@@ -72,9 +76,7 @@ def test_kill_9_mid_batch_then_a_restart_with_the_same_worker_id_loses_nothing(s
 def test_sigterm_under_load_checkpoints_the_last_written_record_and_a_restart_repeats_nothing(scenario):
     run = scenario(input_shards=2)
     consumer = run.start()
-    warmed_up(run)
-    load = steady_load(run)
-    run.wait_for_outputs(WARM_UP + 150)
+    load = under_steady_load(run)
 
     asked = time.monotonic()
     status = consumer.stop(timeout=90)
@@ -136,9 +138,7 @@ def test_two_workers_on_four_shards_one_killed_the_other_takes_its_leases(scenar
 def test_a_restarted_lease_store_with_its_data_recovers_without_a_restart(scenario):
     run = scenario(input_shards=2)
     consumer = run.start()
-    warmed_up(run)
-    load = steady_load(run)
-    run.wait_for_outputs(WARM_UP + 150)
+    load = under_steady_load(run)
 
     run.stack.restart_dynamodb(down_seconds=5)
 

@@ -19,15 +19,11 @@ from consumer.model.features import features
 from consumer.model.prepare import ModelError, prepare
 from consumer.model.prepared import FAST_METADATA_FILE, FAST_MODEL_FILE, METADATA_FILE, PIPELINE_FILE, TOLERANCE_MINUTES
 from consumer.model.scorer import load_prepared
-from tests.integration.conftest import TRIPS
 
 REPO = Path(__file__).resolve().parents[2]
 FORMS = ("alias", "version", "runs", "logged-model", "local-dir", "s3")
 
-pytestmark = [
-    pytest.mark.usefixtures("mlflow_isolation"),
-    pytest.mark.skipif(not TRIPS.exists(), reason=f"{TRIPS} is not on this machine"),
-]
+pytestmark = pytest.mark.usefixtures("mlflow_isolation", "trips_file")
 
 
 def uri_of(form: str, trained, request) -> str:

@@ -10,12 +10,10 @@ import yaml
 
 from consumer.model.features import Ride, features
 from consumer.tools.training import feature_rows, read_trips, split_last_week
-from tests.integration.conftest import N_ESTIMATORS, SAMPLE, TRIPS
+from tests.integration.conftest import N_ESTIMATORS, SAMPLE
+from tests.support.models import TRIPS
 
-pytestmark = [
-    pytest.mark.usefixtures("mlflow_isolation"),
-    pytest.mark.skipif(not TRIPS.exists(), reason=f"{TRIPS} is not on this machine"),
-]
+pytestmark = pytest.mark.usefixtures("mlflow_isolation", "trips_file")
 
 
 def _client(trained):

@@ -25,7 +25,7 @@ from consumer.tools.multilang import MultiLangDriver
 from consumer.tools.paths import REPO_ROOT
 from tests.protocol.test_multilang import *  # noqa: F403 - the protocol tests, run again through the fork server
 from tests.protocol.test_multilang import initialize, process, record
-from tests.unit.factories import ride_payload
+from tests.support.factories import ride_payload
 
 
 @pytest.fixture(scope="module")

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
 from consumer.runtime.settings import Settings
 from tests.static.conftest import REPO, checkov, manifest, task_definition
+from tests.support.requirements import require_tool
 
 DOCKERFILE = REPO / "Dockerfile"
 
@@ -39,8 +38,7 @@ def env() -> dict[str, str]:
 
 
 def test_dockerfile_passes_hadolint_with_only_the_accepted_ignores():
-    hadolint = shutil.which("hadolint", path=str(Path(REPO / ".venv" / "bin")))
-    assert hadolint, "hadolint is a dev package: run `make setup`"
+    hadolint = require_tool("hadolint", "it is a dev package: run `make setup`", path=str(REPO / ".venv" / "bin"))
     result = subprocess.run([hadolint, "--no-color", str(DOCKERFILE)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     ignored = set(re.findall(r"#\s*hadolint ignore=([\w,]+)", DOCKERFILE.read_text()))

@@ -154,7 +154,7 @@ def test_kcl_properties_use_polling_so_fanout_calls_are_not_needed():
     assert daemon_actions() >= FANOUT_ONLY, "the jar analysis found the fan-out calls, so it reads the jars"
 
 
-def test_processor_actions_are_found_by_reading_the_service_code():
+def test_the_policy_check_reads_the_actions_from_the_service_modules_not_the_tools():
     modules = {str(path.relative_to(REPO)) for path in service_modules()}
     assert {"consumer/pipeline/sink.py", "consumer/runtime/shard.py", "consumer/model/prepare.py"} <= modules
     assert not {path for path in modules if path.startswith("consumer/tools/")}, "tools are not part of the service"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +20,7 @@ from consumer.runtime.daemon import parse_properties
 from consumer.runtime.launcher import KILL_MARGIN_SECONDS
 from consumer.runtime.settings import load_settings
 from tests.static.conftest import K8S, REPO, checkov, manifest, manifests, settings_configmap, task_definition
+from tests.support.requirements import require_tool
 
 #: The oldest Kubernetes minor still in EKS's support window when this was written, and the newest known schema.
 KUBERNETES_VERSIONS = ("1.30.0", kubernetes_validate.utils.latest_version())
@@ -159,10 +159,10 @@ def test_each_kustomization_lists_exactly_the_manifests_of_its_folder(folder):
     assert sorted(kustomization["resources"]) == sorted(path.name for path in folder.glob("*.yaml"))
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed here")
 @pytest.mark.parametrize("folder", [K8S, *OPTIONAL_FOLDERS], ids=lambda path: path.name)
 def test_kustomize_builds_the_same_objects_as_apply_f(folder):
-    built = subprocess.run(["kubectl", "kustomize", str(folder)], capture_output=True, text=True, check=True).stdout
+    kubectl = require_tool("kubectl", "install kubectl (its built-in kustomize renders the folders)")
+    built = subprocess.run([kubectl, "kustomize", str(folder)], capture_output=True, text=True, check=True).stdout
     names = sorted((obj["kind"], obj["metadata"]["name"]) for obj in yaml.safe_load_all(built) if obj)
     assert names == sorted((obj["kind"], obj["metadata"]["name"]) for obj in manifests(folder))
 
@@ -219,7 +219,7 @@ def test_stop_grace_outlasts_the_daemons_drain_and_the_launchers_kill_margin():
     assert needed < stop_timeout <= 120  # Fargate's maximum
 
 
-def test_deployment_worker_id_probes_and_security_context():
+def test_deployment_pods_are_their_own_worker_id_probed_on_healthz_and_readyz_and_locked_down():
     pod = manifest("Deployment")["spec"]["template"]["spec"]
     container = pod["containers"][0]
     worker_id = next(item for item in container["env"] if item["name"] == "KCL_WORKER_ID")

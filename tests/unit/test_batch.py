@@ -2,7 +2,7 @@ import orjson
 
 from consumer.pipeline.batch import decode_records, encode, score
 from consumer.pipeline.events import Reason
-from tests.unit.factories import records, ride_payload
+from tests.support.factories import records, ride_payload
 
 
 class DistanceModel:

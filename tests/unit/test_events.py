@@ -16,7 +16,7 @@ from consumer.pipeline.events import (
     event_id,
     prediction_event,
 )
-from tests.unit.factories import ride_payload
+from tests.support.factories import ride_payload
 
 SOURCE = SourceRecord("shardId-000000000001", "4960000000000000000000001", 3, "156", 1_700_000_000_000)
 
@@ -108,7 +108,7 @@ def test_an_oversized_dead_letter_payload_is_truncated_with_its_size_and_hash_ke
     assert payload.startswith(base64.b64decode(event["payload_base64"]))
 
 
-def test_a_long_detail_is_cut():
+def test_a_dead_letter_detail_is_cut_to_1000_characters():
     event = orjson.loads(
         dead_letter_event(b"{}", reason="model_error", detail="e" * 50_000, source=SOURCE, stream_name="s", version="1")
     )
