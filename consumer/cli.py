@@ -63,7 +63,8 @@ def run() -> None:
 @click.option(
     "--batch-rows", type=click.IntRange(min=1), default=50_000, show_default=True, help="Rows scored per predict call."
 )
-def score(source: str, destination: str, year: int | None, month: int | None, batch_rows: int) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+def score(source: str, destination: str, year: int | None, month: int | None, batch_rows: int, as_json: bool) -> None:
     """Score a TLC month file with the model of MODEL_URI: one output row per input row (ride_id, predicted_duration,
     model_version, the features, actual_duration, and the reason of any row not scored).
 
@@ -101,6 +102,13 @@ def score(source: str, destination: str, year: int | None, month: int | None, ba
     summary = score_file(
         source_location, destination_location, model, year=year, month=month, batch_rows=batch_rows, progress=progress
     )
+    if as_json:
+        import dataclasses
+
+        import orjson
+
+        click.echo(orjson.dumps({**dataclasses.asdict(summary), "rows_per_second": summary.rows_per_second}).decode())
+        return
     rejected = sum(summary.rejected.values())
     click.echo(
         f"scored {summary.scored:,} of {summary.rows:,} rows into {summary.destination} "
