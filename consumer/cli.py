@@ -72,53 +72,14 @@ def score(source: str, destination: str, year: int | None, month: int | None, ba
     to stderr (JSON logs), the summary to stdout.
     """
     from consumer.runtime.settings import load_serving_settings
-    from consumer.serving.batch import ScoreSummary, score_file
-    from consumer.serving.files import S3Options, locate
+    from consumer.serving.batch import score_month
 
     if (year is None) != (month is None):
         raise click.UsageError("give --year and --month together (or neither: the file tells the month)")
     settings = load_serving_settings()
     configure_logging(settings.log_level, component="score")
-    s3 = S3Options(settings.aws_region, str(settings.aws_endpoint_url_s3) if settings.aws_endpoint_url_s3 else None)
-    source_location, destination_location = locate(source, s3), locate(destination, s3)
-
-    from consumer.model.scorer import load_prepared
-    from consumer.runtime.logs import get_logger
-    from consumer.serving.scoring import prepare_model
-
-    model = load_prepared(prepare_model(settings))
-    log = get_logger()
-
-    def progress(done: int, total: int, summary: ScoreSummary) -> None:
-        log.info(
-            "score_progress",
-            rows=done,
-            of=total,
-            percent=round(100 * done / total, 1) if total else 100.0,
-            rejected=sum(summary.rejected.values()),
-            rows_per_second=round(summary.rows_per_second),
-        )
-
-    summary = score_file(
-        source_location, destination_location, model, year=year, month=month, batch_rows=batch_rows, progress=progress
-    )
-    if as_json:
-        import dataclasses
-
-        import orjson
-
-        click.echo(orjson.dumps({**dataclasses.asdict(summary), "rows_per_second": summary.rows_per_second}).decode())
-        return
-    rejected = sum(summary.rejected.values())
-    click.echo(
-        f"scored {summary.scored:,} of {summary.rows:,} rows into {summary.destination} "
-        f"(ride ids {summary.year:04d}/{summary.month:02d}_N, model version {summary.model_version}) "
-        f"in {summary.seconds:.1f} s, {summary.rows_per_second:,.0f} rows/s"
-    )
-    click.echo(
-        f"not scored: {rejected:,}"
-        + (f" by reason {dict(sorted(summary.rejected.items()))} (columns reason and detail)" if rejected else "")
-    )
+    summary = score_month(settings, source, destination, year=year, month=month, batch_rows=batch_rows)
+    click.echo(summary.as_json() if as_json else summary.describe())
 
 
 @cli.command()

@@ -18,22 +18,26 @@ from the pickup times (the month most pickups fall in, read in a first pass over
 from __future__ import annotations
 
 import collections
+import dataclasses
 import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from consumer.errors import ConsumerError
-from consumer.model.scorer import AnyScorer
-from consumer.serving.files import Location, publish, staging_file
-from consumer.serving.scoring import Rejection, score_rows
+from consumer.model.scorer import AnyScorer, load_prepared
+from consumer.runtime.logs import get_logger
+from consumer.runtime.settings import ServingSettings
+from consumer.serving.files import Location, S3Options, locate, publish, staging_file
+from consumer.serving.scoring import Rejection, prepare_model, score_rows
 
-__all__ = ["FEATURE_COLUMNS", "ScoreSummary", "ride_month", "score_file"]
+__all__ = ["FEATURE_COLUMNS", "ScoreSummary", "ride_month", "score_file", "score_month"]
 
 #: The model's input columns, as the TLC files and the stream's rides name them.
 FEATURE_COLUMNS = ("PULocationID", "DOLocationID", "trip_distance")
@@ -66,6 +70,19 @@ class ScoreSummary:
     @property
     def rows_per_second(self) -> float:
         return self.rows / self.seconds if self.seconds else 0.0
+
+    def describe(self) -> str:
+        """What the command prints: the counts, where the output went, the rows not scored by reason."""
+        rejected = sum(self.rejected.values())
+        reasons = f" by reason {dict(sorted(self.rejected.items()))} (columns reason and detail)" if rejected else ""
+        return (
+            f"scored {self.scored:,} of {self.rows:,} rows into {self.destination} (ride ids "
+            f"{self.year:04d}/{self.month:02d}_N, model version {self.model_version}) in {self.seconds:.1f} s, "
+            f"{self.rows_per_second:,.0f} rows/s\nnot scored: {rejected:,}{reasons}"
+        )
+
+    def as_json(self) -> str:
+        return orjson.dumps({**dataclasses.asdict(self), "rows_per_second": self.rows_per_second}).decode()
 
 
 #: What the command hears about progress: the rows done so far, the rows in the file, the summary so far.
@@ -216,3 +233,33 @@ def score_file(
     summary.seconds = time.perf_counter() - started
     summary.cpu_seconds = time.process_time() - cpu_started
     return summary
+
+
+def score_month(
+    settings: ServingSettings,
+    source: str,
+    destination: str,
+    *,
+    year: int | None = None,
+    month: int | None = None,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+) -> ScoreSummary:
+    """The command: resolve both locations, prepare MODEL_URI, score the file, logging progress on stderr."""
+    s3 = S3Options(settings.aws_region, str(settings.aws_endpoint_url_s3) if settings.aws_endpoint_url_s3 else None)
+    source_location, destination_location = locate(source, s3), locate(destination, s3)
+    model = load_prepared(prepare_model(settings))
+    log = get_logger()
+
+    def progress(done: int, total: int, summary: ScoreSummary) -> None:
+        log.info(
+            "score_progress",
+            rows=done,
+            of=total,
+            percent=round(100 * done / total, 1) if total else 100.0,
+            rejected=sum(summary.rejected.values()),
+            rows_per_second=round(summary.rows_per_second),
+        )
+
+    return score_file(
+        source_location, destination_location, model, year=year, month=month, batch_rows=batch_rows, progress=progress
+    )
