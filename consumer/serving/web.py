@@ -5,7 +5,8 @@ model, validation and fast path.
   ``{"duration": <minutes>, "model_version": "<version>"}``; a JSON list of rides answers a list, in order.
   A body that is not a ride (or a list of rides) gets 400 with ``{"reason", "detail"}`` (and ``index``, the
   ride's place in a list), with the stream's dead-letter reasons; a body over ``SERVE_MAX_BODY_BYTES`` gets 413
-  (``too_large``); a ride the model fails on gets 422 (``model_error``). Nothing a client sends gets a 5xx.
+  (``too_large``), one that cannot be read 400 (``unreadable``); a ride the model fails on gets 422
+  (``model_error``). Nothing a client sends gets a 5xx.
   A list is answered whole or refused whole.
 - ``GET /healthz`` (the worker answers) and ``GET /readyz`` (it has the model: workers start with it loaded), JSON
   as the stream's launcher answers them.
@@ -39,8 +40,10 @@ from consumer.serving.scoring import Rejection, score_rows
 __all__ = ["PREFIX", "REASONS", "WebMetrics", "create_app", "parse_rides", "read_body"]
 
 PREFIX = "ride_consumer_web"
-#: The reason of a body over SERVE_MAX_BODY_BYTES; the others are the stream's (consumer.pipeline.events.Reason).
+#: The reasons of a body over SERVE_MAX_BODY_BYTES and of one that cannot be read (a broken chunked encoding, a
+#: client gone mid-body); the others are the stream's (consumer.pipeline.events.Reason).
 TOO_LARGE = "too_large"
+UNREADABLE = "unreadable"
 REASONS = (
     Reason.NOT_UTF8,
     Reason.NOT_JSON,
@@ -51,6 +54,7 @@ REASONS = (
     Reason.OUT_OF_RANGE,
     Reason.MODEL_ERROR,
     TOO_LARGE,
+    UNREADABLE,
 )
 #: The paths the metrics label by name; any other is "other" (labels stay bounded).
 PATHS = ("/predict", "/healthz", "/readyz", "/metrics")
@@ -157,12 +161,17 @@ def read_body(max_bytes: int) -> bytes:
         raise too_large
     chunks: list[bytes] = []
     size = 0
-    while chunk := request.stream.read(min(64 * 1024, max_bytes + 1 - size)):
+    while True:
+        try:
+            chunk = request.stream.read(min(64 * 1024, max_bytes + 1 - size))
+        except Exception as exc:  # noqa: BLE001 - the server's parser and werkzeug raise their own types
+            raise BadRequest(UNREADABLE, f"the body cannot be read: {type(exc).__name__}: {exc}"[:300]) from None
+        if not chunk:
+            return b"".join(chunks)
         chunks.append(chunk)
         size += len(chunk)
         if size > max_bytes:
             raise too_large
-    return b"".join(chunks)
 
 
 def _predict(model: AnyScorer, rides: Sequence[Mapping[str, Any]], is_list: bool) -> list[float]:

@@ -8,6 +8,7 @@ real MLflow store."""
 from __future__ import annotations
 
 import http.client
+import socket
 import subprocess
 import sys
 import urllib.error
@@ -135,6 +136,18 @@ def test_a_chunked_body_over_the_limit_gets_413_too(web):
 
     assert answer.status == 413
     assert orjson.loads(answer.read())["reason"] == "too_large"
+
+
+def test_a_broken_chunked_body_gets_a_4xx_not_a_5xx(web):
+    host, port = urllib.parse.urlsplit(web.url).netloc.split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as connection:
+        connection.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5\r\n{\"PUL\r\nnot-a-size\r\n"
+        )
+        status_line = connection.recv(4096).split(b"\r\n", 1)[0]
+
+    assert status_line.startswith(b"HTTP/1.1 4"), status_line
 
 
 def test_other_methods_and_paths_get_a_json_4xx(web):
