@@ -142,8 +142,7 @@ def test_a_broken_chunked_body_gets_a_4xx_not_a_5xx(web):
     host, port = urllib.parse.urlsplit(web.url).netloc.split(":")
     with socket.create_connection((host, int(port)), timeout=30) as connection:
         connection.sendall(
-            b"POST /predict HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n"
-            b"5\r\n{\"PUL\r\nnot-a-size\r\n"
+            b'POST /predict HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{"PUL\r\nnot-a-size\r\n'
         )
         status_line = connection.recv(4096).split(b"\r\n", 1)[0]
 
