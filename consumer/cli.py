@@ -1,8 +1,9 @@
-"""The command line: ``python -m consumer run | train | replay | tail | ledger | demo | bench``.
+"""The command line: ``python -m consumer run | score | serve | train | replay | tail | ledger | demo | bench``.
 
-Every command configures JSON logs on stderr first. ``run`` is the service; the others are development tools
-(:mod:`consumer.tools`), imported only when called: the image ships the service without them, and there they answer
-with a message saying so.
+Every command configures JSON logs on stderr first. ``run`` is the service (the stream); ``score`` (a month file)
+and ``serve`` (the web endpoint) deploy the same model the other two ways (:mod:`consumer.serving`). The others
+are development tools (:mod:`consumer.tools`), imported only when called: the image ships the three deployments
+without them, and there they answer with a message saying so.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def _require_tools() -> None:
 
     if importlib.util.find_spec("consumer.tools") is None:
         raise click.ClickException(
-            "this is a development tool and it is not installed here (the image ships `run` only); "
+            "this is a development tool and it is not installed here (the image ships `run`, `score` and `serve`); "
             "use a checkout of the repository (`make setup`)"
         )
 
@@ -50,6 +51,48 @@ def run() -> None:
     settings = load_settings()
     configure_logging(settings.log_level, component="launcher")
     sys.exit(launch(settings))
+
+
+@cli.command()
+@click.option("--input", "source", required=True, help="The TLC trip file (parquet): a local path or s3://bucket/key.")
+@click.option(
+    "--output", "destination", required=True, help="Where the predictions go: a local path or s3://bucket/key."
+)
+@click.option("--year", type=click.IntRange(1900, 2999), default=None, help="Year of the ride ids (with --month).")
+@click.option("--month", type=click.IntRange(1, 12), default=None, help="Month of the ride ids (with --year).")
+@click.option(
+    "--batch-rows", type=click.IntRange(min=1), default=50_000, show_default=True, help="Rows scored per predict call."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+def score(source: str, destination: str, year: int | None, month: int | None, batch_rows: int, as_json: bool) -> None:
+    """Score a TLC month file with the model of MODEL_URI: one output row per input row (ride_id, predicted_duration,
+    model_version, the features, actual_duration, and the reason of any row not scored).
+
+    The ride ids' month: --year/--month, else the TLC file name, else the month most pickups fall in. Progress goes
+    to stderr (JSON logs), the summary to stdout.
+    """
+    from consumer.runtime.settings import load_serving_settings
+    from consumer.serving.batch import score_month
+
+    if (year is None) != (month is None):
+        raise click.UsageError("give --year and --month together (or neither: the file tells the month)")
+    settings = load_serving_settings()
+    configure_logging(settings.log_level, component="score")
+    summary = score_month(settings, source, destination, year=year, month=month, batch_rows=batch_rows)
+    click.echo(summary.as_json() if as_json else summary.describe())
+
+
+@cli.command()
+def serve() -> None:
+    """The web endpoint: POST /predict with a ride (or a list) answers {"duration", "model_version"}, as the course's
+    Flask service did; /healthz, /readyz, /metrics. On SERVE_PORT (9696) with SERVE_WORKERS workers sharing the
+    model of MODEL_URI, prepared once before they start."""
+    from consumer.runtime.settings import load_serving_settings
+    from consumer.serving.server import serve as start
+
+    settings = load_serving_settings()
+    configure_logging(settings.log_level, component="web")
+    start(settings)
 
 
 @cli.command()

@@ -32,6 +32,7 @@ __all__ = [
     "decode_records",
     "encode",
     "expire_stale",
+    "predict_each",
     "score",
 ]
 
@@ -128,31 +129,40 @@ def expire_stale(
     return fresh, stale
 
 
-def score(model: Model, accepted: Sequence[Accepted]) -> tuple[list[Scored], list[Rejected]]:
-    """One predict call for the whole batch. If the model raises, bisect the batch to find the rides that make it
-    fail, reject those with the error and score the rest (Lambda's BisectBatchOnFunctionError, inside one call)."""
-    if not accepted:
-        return [], []
+def predict_each(model: Model, rides: Sequence[Ride]) -> list[float | str]:
+    """One predict call for all ``rides``: each gets its duration in minutes, or the error as text when the model
+    cannot score it. If the call raises, the rides are bisected to find the ones that make it fail (Lambda's
+    BisectBatchOnFunctionError, inside one call); a prediction that is not finite is an error too. The stream
+    (:func:`score`), the batch command and the web endpoint (:mod:`consumer.serving`) all score through it."""
+    if not rides:
+        return []
     try:
-        durations = list(model.predict([item.ride for item in accepted]))
-        if len(durations) != len(accepted):
-            raise ValueError(f"model returned {len(durations)} predictions for {len(accepted)} rides")
+        durations = list(model.predict(rides))
+        if len(durations) != len(rides):
+            raise ValueError(f"model returned {len(durations)} predictions for {len(rides)} rides")
     except Exception as exc:  # noqa: BLE001 - any model failure is isolated to the rides that cause it
-        if len(accepted) == 1:
-            item = accepted[0]
-            return [], [Rejected(item.source, item.payload, Reason.MODEL_ERROR, f"{type(exc).__name__}: {exc}")]
-        middle = len(accepted) // 2
-        left_scored, left_rejected = score(model, accepted[:middle])
-        right_scored, right_rejected = score(model, accepted[middle:])
-        return left_scored + right_scored, left_rejected + right_rejected
+        if len(rides) == 1:
+            return [f"{type(exc).__name__}: {exc}"]
+        middle = len(rides) // 2
+        return predict_each(model, rides[:middle]) + predict_each(model, rides[middle:])
+    outcomes: list[float | str] = []
+    for duration in durations:
+        value = float(duration)
+        outcomes.append(value if math.isfinite(value) else f"prediction {value} not finite")
+    return outcomes
+
+
+def score(model: Model, accepted: Sequence[Accepted]) -> tuple[list[Scored], list[Rejected]]:
+    """Score the accepted rides (:func:`predict_each`); a ride the model cannot score is rejected as
+    ``model_error`` with the error, the others are scored."""
     scored: list[Scored] = []
     rejected: list[Rejected] = []
-    for item, duration in zip(accepted, durations, strict=True):
-        value = float(duration)
-        if math.isfinite(value):
-            scored.append(Scored(item.source, item.ride, value))
+    outcomes = predict_each(model, [item.ride for item in accepted])
+    for item, outcome in zip(accepted, outcomes, strict=True):
+        if isinstance(outcome, float):
+            scored.append(Scored(item.source, item.ride, outcome))
         else:
-            rejected.append(Rejected(item.source, item.payload, Reason.MODEL_ERROR, f"prediction {value} not finite"))
+            rejected.append(Rejected(item.source, item.payload, Reason.MODEL_ERROR, outcome))
     return scored, rejected
 
 

@@ -2,8 +2,11 @@
 
 Everything here is pure: bytes in, values out. The processor decides what to do with the outcomes.
 
-- ``decode_ride`` turns one Kinesis record's payload into a :class:`Ride` or raises :class:`InvalidRide`
-  with a machine-readable reason.
+- ``validate_ride`` is the one ride validation: it turns a ride's fields (``PULocationID``, ``DOLocationID``,
+  ``trip_distance``) into a :class:`Ride` or raises :class:`InvalidRide` with a machine-readable reason. The stream,
+  the batch command and the web endpoint (:mod:`consumer.serving`) all call it, so all three accept the same rides.
+- ``decode_ride`` turns one Kinesis record's payload into a :class:`Ride` (its envelope, then ``validate_ride``)
+  or raises :class:`InvalidRide`.
 - ``prediction_event`` keeps the schema of the Lambda this service replaces
   (``{"model", "version", "prediction": {"ride_duration", "ride_id"}}``) and adds ``event_id``.
 - ``dead_letter_event`` carries the original payload (base64) and where it came from, so nothing is lost.
@@ -14,6 +17,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +39,7 @@ __all__ = [
     "decode_ride",
     "event_id",
     "prediction_event",
+    "validate_ride",
 ]
 
 #: The ``model`` field of every prediction event, as the Lambda wrote it. Downstream consumers key on it.
@@ -96,7 +101,7 @@ def event_id(source: SourceRecord) -> str:
     return f"{source.shard_id}:{source.sequence_number}:{source.sub_sequence_number}"
 
 
-def _require_int(ride: dict[str, Any], name: str) -> int:
+def _require_int(ride: Mapping[str, Any], name: str) -> int:
     value = ride.get(name)
     if value is None:
         raise InvalidRide(Reason.MISSING_FIELD, f"ride.{name} is missing")
@@ -107,7 +112,7 @@ def _require_int(ride: dict[str, Any], name: str) -> int:
     return value
 
 
-def _require_distance(ride: dict[str, Any]) -> float:
+def _require_distance(ride: Mapping[str, Any]) -> float:
     value = ride.get("trip_distance")
     if value is None:
         raise InvalidRide(Reason.MISSING_FIELD, "ride.trip_distance is missing")
@@ -121,6 +126,18 @@ def _require_distance(ride: dict[str, Any]) -> float:
             Reason.OUT_OF_RANGE, f"ride.trip_distance={distance} is outside 0..{MAX_TRIP_DISTANCE_MILES:g} miles"
         )
     return distance
+
+
+def validate_ride(fields: Mapping[str, Any], ride_id: int | str) -> Ride:
+    """The ride ``fields`` describe (``{"PULocationID", "DOLocationID", "trip_distance"}``; other keys are
+    ignored), as ``ride_id``; raise :class:`InvalidRide` with the reason when it is not a ride the model can score.
+    Values arrive as JSON gives them: an integer location id, a number for the distance, None for a null."""
+    return Ride(
+        ride_id=ride_id,
+        pu_location_id=_require_int(fields, "PULocationID"),
+        do_location_id=_require_int(fields, "DOLocationID"),
+        trip_distance=_require_distance(fields),
+    )
 
 
 def decode_ride(payload: bytes) -> Ride:
@@ -149,12 +166,7 @@ def decode_ride(payload: bytes) -> Ride:
     if len(str(ride_id)) > MAX_RIDE_ID_LENGTH:
         # It becomes the output's partition key, which Kinesis caps at 256 characters.
         raise InvalidRide(Reason.OUT_OF_RANGE, f"ride_id is longer than {MAX_RIDE_ID_LENGTH} characters")
-    return Ride(
-        ride_id=ride_id,
-        pu_location_id=_require_int(ride, "PULocationID"),
-        do_location_id=_require_int(ride, "DOLocationID"),
-        trip_distance=_require_distance(ride),
-    )
+    return validate_ride(ride, ride_id)
 
 
 def prediction_event(ride: Ride, duration: float, *, version: str, source: SourceRecord) -> bytes:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.request
 import uuid
 from collections import defaultdict
 from pathlib import Path
@@ -16,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from consumer.tools.harness import LOCAL_KCL_PROPERTIES, POISON_RECORDS, wait_for
 from consumer.tools.localstack import free_port
+from consumer.tools.paths import DEFAULT_TRIPS
 from consumer.tools.replay import put_payloads, replay
 from consumer.tools.tail import read_all
 from tests.container.conftest import FIGURES
@@ -225,3 +227,61 @@ def _no_leftover_containers(podman):
     leftovers = podman("ps", "--all", "--quiet", "--filter", "name=consumer-", check=False).stdout.split()
     if leftovers:
         podman("rm", "--force", *leftovers, check=False)
+
+
+def test_the_same_image_serves_the_web_endpoint_and_scores_a_month_file(podman, image, model_store, tmp_path):
+    """`serve` and `score` from the image, read-only as uid 10001, on the model the consumer scores with."""
+    import pyarrow.parquet as pq
+
+    suffix = uuid.uuid4().hex[:8]
+    name = f"consumer-web-{suffix}"
+    port = free_port()
+    model_env = {"MODEL_URI": model_store.uri, "MLFLOW_TRACKING_URI": model_store.tracking_uri}
+    env = {**model_env, "SERVE_HOST": "127.0.0.1", "SERVE_PORT": str(port)}
+    podman(*run_args(name, image, env, [str(model_store.root)]), "serve")
+    try:
+        ready = wait_for(lambda: http_get(f"http://127.0.0.1:{port}/readyz")[0] == 200, timeout=180, interval=1)
+        logs = podman("logs", name, check=False).stderr
+        assert ready, f"serve did not become ready; log:\n{logs[-6000:]}"
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/predict",
+            data=b'{"PULocationID": 130, "DOLocationID": 205, "trip_distance": 3.66}',
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            answer = json.loads(response.read())
+        assert set(answer) == {"duration", "model_version"} and answer["model_version"] == model_store.version
+        assert {process.uids().real for process in container_processes(podman, name)} == {UID}
+        healthcheck = podman("healthcheck", "run", name, check=False)  # the image's HEALTHCHECK covers serve too
+        assert healthcheck.returncode == 0, healthcheck.stdout + healthcheck.stderr
+    finally:
+        podman("stop", "--time", "30", name, check=False, timeout=60)
+        state = json.loads(podman("inspect", name).stdout)[0]["State"]
+        logs = podman("logs", name, check=False).stderr
+        podman("rm", "--force", name, check=False)
+    assert state["ExitCode"] == 0, f"exit status {state['ExitCode']} after podman stop; log:\n{logs[-6000:]}"
+
+    source = Path(DEFAULT_TRIPS)
+    output = tmp_path / "scored"
+    output.mkdir()
+    output.chmod(0o777)  # written by uid 10001
+    args = ["run", "--rm", "--network=host", "--read-only"]
+    for path in WRITABLE:
+        args += ["--tmpfs", path]
+    args += ["--volume", f"{model_store.root}:{model_store.root}:ro", "--volume", f"{source.parent}:/input:ro"]
+    args += ["--volume", f"{output}:/output"]
+    for key, value in model_env.items():
+        args += ["--env", f"{key}={value}"]
+    done = podman(
+        *args,
+        image,
+        "score",
+        "--input",
+        f"/input/{source.name}",
+        "--output",
+        "/output/p.parquet",
+        check=False,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-6000:]
+    assert "scored" in done.stdout and pq.read_table(output / "p.parquet").num_rows == pq.read_metadata(source).num_rows

@@ -51,5 +51,12 @@ def test_quick_bench_writes_every_section_and_prints_the_table(tmp_path):
     assert set(daemon["lease_to_first_prediction_seconds"]) == {"shardId-000000000000", "shardId-000000000001"}
     for step in ("lease_to_shard_consumer_seconds", "lease_to_initialize_sent_seconds", "lease_to_initialize_seconds"):
         assert step in daemon
+    batch = report["batch"]
+    assert batch["sizes"]["x1"]["rows"] > 0 and batch["rows_per_cpu_second"] > 0
+    web = report["web"]
+    assert web["fixed_rate"]["200"]["requests"] > 0
+    assert {"p50", "p90", "p99", "max"} <= web["fixed_rate"]["200"]["latency_ms"].keys()
+    assert web["lists"]["requests"] > 0 and web["ceiling"]["requests"] > 0
+    assert len(web["memory"]["workers"]) == web["workers"]
     assert all({"figure", "value", "goal", "met"} <= goal.keys() for goal in report["goals"])
     assert "| Goal | Measured | Target | Met |" in done.stdout

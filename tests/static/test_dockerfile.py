@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from consumer.runtime.settings import Settings
+from consumer.runtime.settings import ServingSettings, Settings
 from tests.static.conftest import REPO, checkov, manifest, task_definition
 from tests.support.requirements import require_tool
 
@@ -52,12 +52,14 @@ def test_dockerfile_passes_checkov(static_tools):
     assert report["summary"]["passed"] > 0
 
 
-def test_image_runs_as_uid_10001_behind_tini_and_exposes_the_metrics_port():
+def test_image_runs_as_uid_10001_behind_tini_and_exposes_the_metrics_and_web_ports():
     assert instructions("USER") == ["10001:10001"]
     entrypoint = json.loads(instructions("ENTRYPOINT")[-1])
     assert entrypoint[:2] == ["/usr/bin/tini", "--"] and entrypoint[2:] == ["python", "-m", "consumer"]
     assert json.loads(instructions("CMD")[-1]) == ["run"]
-    assert instructions("EXPOSE") == [str(Settings.model_fields["metrics_port"].default)] == [env()["METRICS_PORT"]]
+    metrics_port = str(Settings.model_fields["metrics_port"].default)
+    assert metrics_port == env()["METRICS_PORT"]
+    assert instructions("EXPOSE") == [f"{metrics_port} {ServingSettings.model_fields['serve_port'].default}"]
 
 
 def test_build_installs_the_default_lock_section_only_and_verifies_the_jars():

@@ -28,6 +28,8 @@ from tests.static.conftest import REPO, settings_configmap, task_definition
 
 POLICY = REPO / "iam" / "consumer-policy.json"
 KEDA_POLICY = REPO / "iam" / "keda-scaler-policy.json"
+#: The web endpoint's role (k8s/web/serviceaccount.yaml): it only reads the model.
+WEB_POLICY = REPO / "iam" / "web-policy.json"
 KCL_JARS = ("amazon-kinesis-client-2.5.8.jar", "amazon-kinesis-client-multilang-2.5.8.jar")
 #: SDK client package -> IAM service prefix (the same names in botocore).
 SDK_SERVICES = {"kinesis": "kinesis", "dynamodb": "dynamodb", "cloudwatch": "cloudwatch"}
@@ -207,7 +209,22 @@ def test_resources_are_the_streams_table_and_namespace_the_manifests_name():
     assert keda["Resource"] == stream(settings["INPUT_STREAM_NAME"])
 
 
-@pytest.mark.parametrize("path", [POLICY, KEDA_POLICY], ids=lambda path: path.name)
+def test_web_policy_grants_only_reading_the_model_the_consumer_reads():
+    """`serve` prepares the model as the launcher does and calls nothing else of AWS."""
+    assert granted(WEB_POLICY) == model_download_actions()
+
+    def resources(path: Path) -> dict[str, set[str]]:
+        return {
+            action: set(as_list(statement["Resource"]))
+            for statement in statements(path)
+            for action in as_list(statement["Action"])
+            if action in model_download_actions()
+        }
+
+    assert resources(WEB_POLICY) == resources(POLICY)
+
+
+@pytest.mark.parametrize("path", [POLICY, KEDA_POLICY, WEB_POLICY], ids=lambda path: path.name)
 def test_policy_passes_parliament(static_tools, path):
     """Known actions, resource ARNs of the type each action takes, condition keys the action supports."""
     result = subprocess.run(

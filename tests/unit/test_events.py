@@ -15,6 +15,7 @@ from consumer.pipeline.events import (
     decode_ride,
     event_id,
     prediction_event,
+    validate_ride,
 )
 from tests.support.factories import ride_payload
 
@@ -61,6 +62,29 @@ def test_a_bad_payload_is_rejected_with_its_reason(payload, reason):
         decode_ride(payload)
     assert caught.value.reason == reason
     assert caught.value.detail
+
+
+def test_validate_ride_takes_a_rides_fields_and_ignores_the_others():
+    """What the batch command and the web endpoint call: the fields alone, the ride id given."""
+    fields = {"PULocationID": 130, "DOLocationID": 205, "trip_distance": 3, "VendorID": 2, "ride_id": "ignored"}
+
+    assert validate_ride(fields, "2022/01_7") == Ride("2022/01_7", 130, 205, 3.0)
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({"DOLocationID": 205, "trip_distance": 3.66}, Reason.MISSING_FIELD),
+        ({"PULocationID": None, "DOLocationID": 205, "trip_distance": 3.66}, Reason.MISSING_FIELD),
+        ({"PULocationID": 130.0, "DOLocationID": 205, "trip_distance": 3.66}, Reason.WRONG_TYPE),
+        ({"PULocationID": 130, "DOLocationID": 205, "trip_distance": float("nan")}, Reason.NOT_FINITE),
+        ({"PULocationID": 130, "DOLocationID": 205, "trip_distance": float("-inf")}, Reason.NOT_FINITE),
+    ],
+)
+def test_validate_ride_refuses_fields_with_the_streams_reasons(fields, reason):
+    with pytest.raises(InvalidRide) as caught:
+        validate_ride(fields, 1)
+    assert caught.value.reason == reason
 
 
 def test_a_missing_ride_field_is_named_in_the_detail():

@@ -13,6 +13,8 @@ week of the January 2022 TLC file, which the model never saw). One module per co
   (:mod:`consumer.tools.multilang`): the **processor**, **batch_size**, **shards** and **cold_start** sections;
 - :mod:`~consumer.tools.bench.daemon`: the **daemon** section, the real KCL daemon: latency, each shard's way from
   its lease to its first prediction, memory;
+- :mod:`~consumer.tools.bench.batch`: the **batch** section, ``python -m consumer score`` on the month file;
+- :mod:`~consumer.tools.bench.web`: the **web** section, ``python -m consumer serve`` under vegeta at fixed rates;
 - :mod:`~consumer.tools.bench.kcl_log`: when each shard reached each step, from the consumer's and the daemon's log;
 - :mod:`~consumer.tools.bench.accounting`: CPU and memory (RSS, PSS, USS) of processes;
 - :mod:`~consumer.tools.bench.stats`: medians of runs, latency quantiles;
