@@ -2,6 +2,8 @@
 
 Every record of a batch leaves these steps with exactly one outcome: a prediction entry for the output stream
 or a dead-letter entry carrying its payload and the reason. The processor then puts them and checkpoints.
+The one exception is a broken model (:class:`~consumer.errors.ModelBroken`): then no ride is at fault, nothing is
+dead-lettered, and the batch fails.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from consumer.model.features import Ride
+from consumer.errors import ModelBroken
+from consumer.model.features import PROBE_RIDES, Ride
+from consumer.pipeline.deadline import Deadline
 from consumer.pipeline.events import (
     InvalidRide,
     Reason,
@@ -19,6 +23,7 @@ from consumer.pipeline.events import (
     dead_letter_event,
     decode_ride,
     prediction_event,
+    unusual,
 )
 from consumer.pipeline.sink import Entry
 
@@ -62,6 +67,7 @@ class Accepted:
     source: SourceRecord
     payload: bytes
     ride: Ride
+    unusual: tuple[str, ...] = ()  # what is odd about it (consumer.pipeline.events.Unusual); scored all the same
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +92,8 @@ class Encoded:
 
 
 def decode_records(records: Iterable[KclRecord], shard_id: str) -> tuple[list[Accepted], list[Rejected]]:
-    """Decode and validate each record; a record that is not a valid ride is rejected with its reason."""
+    """Decode and validate each record; a record that is not a valid ride is rejected with its reason, a valid one
+    is accepted with what is unusual about it."""
     accepted: list[Accepted] = []
     rejected: list[Rejected] = []
     for record in records:
@@ -99,9 +106,11 @@ def decode_records(records: Iterable[KclRecord], shard_id: str) -> tuple[list[Ac
         )
         payload = record.binary_data
         try:
-            accepted.append(Accepted(source, payload, decode_ride(payload)))
+            ride = decode_ride(payload)
         except InvalidRide as exc:
             rejected.append(Rejected(source, payload, exc.reason, exc.detail))
+        else:
+            accepted.append(Accepted(source, payload, ride, unusual(ride)))
     return accepted, rejected
 
 
@@ -128,32 +137,93 @@ def expire_stale(
     return fresh, stale
 
 
-def score(model: Model, accepted: Sequence[Accepted]) -> tuple[list[Scored], list[Rejected]]:
-    """One predict call for the whole batch. If the model raises, bisect the batch to find the rides that make it
-    fail, reject those with the error and score the rest (Lambda's BisectBatchOnFunctionError, inside one call)."""
+def score(
+    model: Model,
+    accepted: Sequence[Accepted],
+    *,
+    probe: Sequence[Ride] = PROBE_RIDES,
+    deadline: Deadline | None = None,
+) -> tuple[list[Scored], list[Rejected]]:
+    """One predict call for the whole batch.
+
+    If the model fails on it (raises, or gives no finite prediction at all), it is asked to score ``probe``, rides
+    it scored when it was prepared. If it fails on those too, the model is broken, not the rides: raise
+    :class:`~consumer.errors.ModelBroken` (the batch fails, nothing is dead-lettered). Otherwise bisect the batch
+    to find the rides that make it raise, reject those with the error and score the rest (Lambda's
+    BisectBatchOnFunctionError, inside one call). No predict call starts after ``deadline``.
+    """
+    deadline = deadline or Deadline.none()
     if not accepted:
         return [], []
+    deadline.check("before scoring")
     try:
-        durations = list(model.predict([item.ride for item in accepted]))
-        if len(durations) != len(accepted):
-            raise ValueError(f"model returned {len(durations)} predictions for {len(accepted)} rides")
-    except Exception as exc:  # noqa: BLE001 - any model failure is isolated to the rides that cause it
-        if len(accepted) == 1:
-            item = accepted[0]
-            return [], [Rejected(item.source, item.payload, Reason.MODEL_ERROR, f"{type(exc).__name__}: {exc}")]
-        middle = len(accepted) // 2
-        left_scored, left_rejected = score(model, accepted[:middle])
-        right_scored, right_rejected = score(model, accepted[middle:])
-        return left_scored + right_scored, left_rejected + right_rejected
+        durations = _predict(model, [item.ride for item in accepted])
+    except Exception as exc:  # noqa: BLE001 - the model, or some rides? The probe tells.
+        error = f"{type(exc).__name__}: {exc}"
+        _require_working(model, probe, len(accepted), error, deadline)
+        return _isolate(model, accepted, error, deadline)
+    scored, rejected = _finite(accepted, durations)
+    if rejected and not scored:
+        _require_working(model, probe, len(accepted), rejected[0].detail, deadline)
+    return scored, rejected
+
+
+def _predict(model: Model, rides: Sequence[Ride]) -> list[float]:
+    durations = [float(duration) for duration in model.predict(rides)]
+    if len(durations) != len(rides):
+        raise ValueError(f"model returned {len(durations)} predictions for {len(rides)} rides")
+    return durations
+
+
+def _finite(accepted: Sequence[Accepted], durations: Sequence[float]) -> tuple[list[Scored], list[Rejected]]:
     scored: list[Scored] = []
     rejected: list[Rejected] = []
-    for item, duration in zip(accepted, durations, strict=True):
-        value = float(duration)
+    for item, value in zip(accepted, durations, strict=True):
         if math.isfinite(value):
             scored.append(Scored(item.source, item.ride, value))
         else:
             rejected.append(Rejected(item.source, item.payload, Reason.MODEL_ERROR, f"prediction {value} not finite"))
     return scored, rejected
+
+
+def _require_working(model: Model, probe: Sequence[Ride], rides: int, error: str, deadline: Deadline) -> None:
+    """Raise ModelBroken unless the model scores ``probe`` (finite predictions); without probe rides nothing tells
+    a broken model from bad rides, and the rides are blamed (dead-lettered) as before there was a probe."""
+    if not probe:
+        return
+    deadline.check("before asking the model to score the probe rides")
+    try:
+        if all(math.isfinite(value) for value in _predict(model, probe)):
+            return
+        failure = "predictions that are not finite"
+    except Exception as exc:  # noqa: BLE001 - any failure on rides it used to score means the same
+        failure = f"{type(exc).__name__}: {exc}"
+    raise ModelBroken(
+        f"the model failed on all {rides} rides of the batch ({error}) and on the {len(probe)} probe rides it"
+        f" scored when it was prepared ({failure})"
+    )
+
+
+def _isolate(
+    model: Model, part: Sequence[Accepted], error: str, deadline: Deadline
+) -> tuple[list[Scored], list[Rejected]]:
+    """``part`` made the model fail with ``error``: a single ride is rejected with it, more are split in halves."""
+    if len(part) == 1:
+        item = part[0]
+        return [], [Rejected(item.source, item.payload, Reason.MODEL_ERROR, error)]
+    middle = len(part) // 2
+    left_scored, left_rejected = _score_part(model, part[:middle], deadline)
+    right_scored, right_rejected = _score_part(model, part[middle:], deadline)
+    return left_scored + right_scored, left_rejected + right_rejected
+
+
+def _score_part(model: Model, part: Sequence[Accepted], deadline: Deadline) -> tuple[list[Scored], list[Rejected]]:
+    deadline.check("while isolating the rides the model fails on")
+    try:
+        durations = _predict(model, [item.ride for item in part])
+    except Exception as exc:  # noqa: BLE001 - any model failure is isolated to the rides that cause it
+        return _isolate(model, part, f"{type(exc).__name__}: {exc}", deadline)
+    return _finite(part, durations)
 
 
 def encode(scored: Sequence[Scored], rejected: Sequence[Rejected], *, version: str, input_stream: str) -> Encoded:

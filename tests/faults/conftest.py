@@ -58,11 +58,14 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
 @dataclass(frozen=True)
 class Models:
     """MLflow model directories (MODEL_URI accepts a directory): the seed's pipeline, and a fragile variant whose
-    feature transform overflows float32 for trips over ~89 miles, so the forest raises on exactly those rides."""
+    feature transform overflows float32 for trips over ~89 miles, so the forest raises on exactly those rides. The
+    fragile one's MLmodel trusts numpy.expm1, outside the default allow-list: start it with
+    ``MODEL_TRUSTED_TYPES=fragile_trusted_types``."""
 
     healthy: str
     fragile: str
     cache_dir: str
+    fragile_trusted_types: str
 
 
 FRAGILE_ABOVE_MILES = 89.0
@@ -75,6 +78,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Models:
     from sklearn.pipeline import make_pipeline as sk_make_pipeline
     from sklearn.preprocessing import FunctionTransformer
 
+    from consumer.model.trust import DEFAULT_TRUSTED_TYPES
     from consumer.tools.training import SKOPS_TRUSTED_TYPES, feature_rows, make_pipeline, read_trips
 
     trips = read_trips(DEFAULT_TRIPS).sample(20_000, random_state=0)
@@ -97,7 +101,12 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Models:
         serialization_format="skops",
         skops_trusted_types=[*SKOPS_TRUSTED_TYPES, "numpy.expm1"],
     )
-    return Models(healthy=str(root / "healthy"), fragile=str(root / "fragile"), cache_dir=str(root / "prepared"))
+    return Models(
+        healthy=str(root / "healthy"),
+        fragile=str(root / "fragile"),
+        cache_dir=str(root / "prepared"),
+        fragile_trusted_types=",".join([*DEFAULT_TRUSTED_TYPES, "numpy.expm1"]),
+    )
 
 
 # --- A scenario -----------------------------------------------------------------------------------------------------

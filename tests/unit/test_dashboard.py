@@ -73,7 +73,7 @@ def test_the_dashboard_answers_the_operators_questions():
     assert {
         "Seconds behind latest, per shard",
         "Records per second, in and out",
-        "Dead letters per second, by reason",
+        "Dead letters by reason, unusual rides by kind",
         "Scoring latency",
         "Put latency, by stream",
         "Checkpoints per second",
