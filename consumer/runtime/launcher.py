@@ -54,6 +54,19 @@ def prepare_daemon(settings: Settings, *, state: LauncherState | None = None) ->
     verified = verify_jars(jar_dir())
     log.info("kcl_jars_verified", jars=verified, directory=str(jar_dir()))
 
+    # The properties first: a deadline that does not fit stops start-up before the model is downloaded.
+    settings.consumer_work_dir.mkdir(parents=True, exist_ok=True)
+    properties = settings.consumer_work_dir / "consumer.properties"
+    template = settings.kcl_properties_template
+    try:
+        text = template.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise DaemonSetupError(f"KCL_PROPERTIES_TEMPLATE={template}: cannot read it: {exc}") from exc
+    rendered = render_properties(text, properties_overrides(settings))
+    check_batch_deadline(settings.batch_deadline_seconds, parse_properties(rendered))
+    properties.write_text(rendered)
+    log.info("properties_rendered", path=str(properties))
+
     from consumer.model.prepare import prepare  # imports MLflow: the launcher pays for it once per pod
 
     started = time.perf_counter()
@@ -77,18 +90,6 @@ def prepare_daemon(settings: Settings, *, state: LauncherState | None = None) ->
             },
             seconds,
         )
-
-    settings.consumer_work_dir.mkdir(parents=True, exist_ok=True)
-    properties = settings.consumer_work_dir / "consumer.properties"
-    template = settings.kcl_properties_template
-    try:
-        text = template.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise DaemonSetupError(f"KCL_PROPERTIES_TEMPLATE={template}: cannot read it: {exc}") from exc
-    rendered = render_properties(text, properties_overrides(settings))
-    check_batch_deadline(settings.batch_deadline_seconds, parse_properties(rendered))
-    properties.write_text(rendered)
-    log.info("properties_rendered", path=str(properties))
 
     env = dict(os.environ)
     env["PREPARED_MODEL_DIR"] = str(prepared)
