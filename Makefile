@@ -16,7 +16,7 @@ test: setup lint typecheck
 	$(PY) -m pytest -m "not faults and not container" $(PYTEST_ARGS)
 
 ## test-faults: the fault suite (README "Delivery guarantees"): kills, throttling, resharding... on the real daemon,
-## each judged by the record ledger; about 12 minutes, so not part of `make test`
+## each judged by the record ledger; about 15 minutes, so not part of `make test`
 test-faults: setup
 	$(PY) -m pytest -m faults $(PYTEST_ARGS)
 

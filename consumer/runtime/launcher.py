@@ -37,10 +37,13 @@ from consumer.runtime.jars import jar_dir, verify_jars
 from consumer.runtime.logs import get_logger
 from consumer.runtime.settings import Settings
 
-__all__ = ["prepare_daemon", "run"]
+__all__ = ["check_batch_deadline", "prepare_daemon", "run"]
 
 #: Extra seconds the daemon gets after its own shutdown grace before the launcher kills it.
 KILL_MARGIN_SECONDS = 15.0
+#: Room between a batch's deadline and the daemon's timeoutInSeconds: a step that began just before the deadline
+#: (one PutRecords call: 5 s to connect, 10 s to read; one checkpoint round trip through the daemon) still ends.
+DEADLINE_MARGIN_SECONDS = 30.0
 
 
 def prepare_daemon(settings: Settings, *, state: LauncherState | None = None) -> tuple[list[str], dict[str, str]]:
@@ -51,10 +54,28 @@ def prepare_daemon(settings: Settings, *, state: LauncherState | None = None) ->
     verified = verify_jars(jar_dir())
     log.info("kcl_jars_verified", jars=verified, directory=str(jar_dir()))
 
+    # The properties first: a deadline that does not fit stops start-up before the model is downloaded.
+    settings.consumer_work_dir.mkdir(parents=True, exist_ok=True)
+    properties = settings.consumer_work_dir / "consumer.properties"
+    template = settings.kcl_properties_template
+    try:
+        text = template.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise DaemonSetupError(f"KCL_PROPERTIES_TEMPLATE={template}: cannot read it: {exc}") from exc
+    rendered = render_properties(text, properties_overrides(settings))
+    check_batch_deadline(settings.batch_deadline_seconds, parse_properties(rendered))
+    properties.write_text(rendered)
+    log.info("properties_rendered", path=str(properties))
+
     from consumer.model.prepare import prepare  # imports MLflow: the launcher pays for it once per pod
 
     started = time.perf_counter()
-    prepared = prepare(settings.model_uri, settings.model_cache_dir)
+    prepared = prepare(
+        settings.model_uri,
+        settings.model_cache_dir,
+        allow_pickle=settings.allow_pickle_models,
+        trusted_types=settings.model_trusted_types,
+    )
     seconds = time.perf_counter() - started
     metadata = read_metadata(prepared)
     structlog.contextvars.bind_contextvars(model_version=str(metadata["version"]))  # on every later launcher line
@@ -70,21 +91,24 @@ def prepare_daemon(settings: Settings, *, state: LauncherState | None = None) ->
             seconds,
         )
 
-    settings.consumer_work_dir.mkdir(parents=True, exist_ok=True)
-    properties = settings.consumer_work_dir / "consumer.properties"
-    template = settings.kcl_properties_template
-    try:
-        text = template.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise DaemonSetupError(f"KCL_PROPERTIES_TEMPLATE={template}: cannot read it: {exc}") from exc
-    properties.write_text(render_properties(text, properties_overrides(settings)))
-    log.info("properties_rendered", path=str(properties))
-
     env = dict(os.environ)
     env["PREPARED_MODEL_DIR"] = str(prepared)
     # Set before any shard process starts, so prometheus_client is in multiprocess mode from its first import.
     env["PROMETHEUS_MULTIPROC_DIR"] = str(settings.prometheus_multiproc_dir)
     return daemon_command(settings, properties), env
+
+
+def check_batch_deadline(deadline_seconds: float, properties: dict[str, str]) -> None:
+    """A batch must fail on its own deadline before the daemon's ``timeoutInSeconds`` halts the whole worker: the
+    deadline plus :data:`DEADLINE_MARGIN_SECONDS` (the last step, begun just before the deadline) must fit in it.
+    No ``timeoutInSeconds`` means the daemon never halts a processor: any deadline fits."""
+    timeout = _property_number(properties, "timeoutInSeconds")
+    if timeout is not None and deadline_seconds + DEADLINE_MARGIN_SECONDS > timeout:
+        raise DaemonSetupError(
+            f"BATCH_DEADLINE_SECONDS={deadline_seconds:g} does not leave {DEADLINE_MARGIN_SECONDS:g} s before the"
+            f" daemon's timeoutInSeconds={timeout} (KCL_PROPERTIES_TEMPLATE, KCL_EXTRA_PROPERTIES): lower the"
+            f" deadline to at most {timeout - DEADLINE_MARGIN_SECONDS:g} or raise timeoutInSeconds"
+        )
 
 
 def _start_fork_server(settings: Settings, env: dict[str, str]) -> ForkServer | None:

@@ -16,10 +16,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AliasChoices, Field, HttpUrl, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, HttpUrl, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from consumer.errors import SettingsError
+from consumer.model.trust import DEFAULT_TRUSTED_TYPES
 from consumer.runtime.resources import PROPERTIES_TEMPLATE
 
 __all__ = [
@@ -55,7 +56,24 @@ class ModelSettings(BaseSettings):
         default=None,
         description="Set by the launcher for the shard processes (and by `serve` for its web server); not for users.",
     )
+    allow_pickle_models: bool = Field(
+        default=False,
+        description="Accept pickle and cloudpickle models, which run code when loaded: only from a registry or a "
+        "bucket whose writers you trust.",
+    )
+    model_trusted_types: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=DEFAULT_TRUSTED_TYPES,
+        description="Comma-separated type names a skops model may need beyond skops' defaults; the default covers "
+        "a DictVectorizer and scikit-learn's tree ensembles in a Pipeline.",
+    )
     log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$", description="Log level.")
+
+    @field_validator("model_trusted_types", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(name.strip() for name in value.split(",") if name.strip())
+        return value
 
 
 class Settings(ModelSettings):
@@ -105,6 +123,12 @@ class Settings(ModelSettings):
     test_run: bool = Field(default=False, description="Dry run: score and log, write nothing, never checkpoint.")
     put_max_attempts: int = Field(default=8, ge=1, le=30, description="PutRecords attempts before a shard stops.")
     put_backoff_max_seconds: float = Field(default=5.0, gt=0, le=60, description="Cap of the retry backoff.")
+    batch_deadline_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="Everything one batch does (scoring, writing with retries, checkpointing) must be over by then, "
+        "or the shard stops and replays it; below the daemon's timeoutInSeconds (checked at start-up).",
+    )
     max_record_age_seconds: float | None = Field(
         default=None,
         gt=0,

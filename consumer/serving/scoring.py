@@ -37,7 +37,12 @@ def prepare_model(settings: ModelSettings) -> Path:
     from consumer.model.prepare import prepare  # MLflow: paid once, before the workers or the batch start
 
     started = time.perf_counter()
-    prepared = prepare(settings.model_uri, settings.model_cache_dir)
+    prepared = prepare(
+        settings.model_uri,
+        settings.model_cache_dir,
+        allow_pickle=settings.allow_pickle_models,
+        trusted_types=settings.model_trusted_types,
+    )
     get_logger().info(
         "model_prepared",
         model_uri=settings.model_uri,

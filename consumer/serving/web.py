@@ -51,7 +51,6 @@ REASONS = (
     Reason.MISSING_FIELD,
     Reason.WRONG_TYPE,
     Reason.NOT_FINITE,
-    Reason.OUT_OF_RANGE,
     Reason.MODEL_ERROR,
     TOO_LARGE,
     UNREADABLE,

@@ -58,11 +58,14 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
 @dataclass(frozen=True)
 class Models:
     """MLflow model directories (MODEL_URI accepts a directory): the seed's pipeline, and a fragile variant whose
-    feature transform overflows float32 for trips over ~89 miles, so the forest raises on exactly those rides."""
+    feature transform overflows float32 for trips over ~89 miles, so the forest raises on exactly those rides. The
+    fragile one's MLmodel trusts numpy.expm1, outside the default allow-list: start it with
+    ``MODEL_TRUSTED_TYPES=fragile_trusted_types``."""
 
     healthy: str
     fragile: str
     cache_dir: str
+    fragile_trusted_types: str
 
 
 FRAGILE_ABOVE_MILES = 89.0
@@ -73,6 +76,8 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Models:
     import numpy as np
     from sklearn.preprocessing import FunctionTransformer
 
+    from consumer.model.trust import DEFAULT_TRUSTED_TYPES
+
     rows, durations = training_rows(sample=20_000, max_miles=60)
     root = tmp_path_factory.mktemp("models")
     healthy = save_mlflow_model(model_pipeline(n_estimators=20).fit(rows, durations), root / "healthy")
@@ -81,7 +86,12 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Models:
     forest = model_pipeline(n_estimators=10).steps[-1][1]
     fragile = model_pipeline(FunctionTransformer(np.expm1, accept_sparse=True), forest).fit(rows, durations)
     fragile_uri = save_mlflow_model(fragile, root / "fragile", trusted_types=("numpy.expm1",))
-    return Models(healthy=healthy, fragile=fragile_uri, cache_dir=str(root / "prepared"))
+    return Models(
+        healthy=healthy,
+        fragile=fragile_uri,
+        cache_dir=str(root / "prepared"),
+        fragile_trusted_types=",".join([*DEFAULT_TRUSTED_TYPES, "numpy.expm1"]),
+    )
 
 
 # --- A scenario -----------------------------------------------------------------------------------------------------

@@ -153,3 +153,14 @@ def test_directory_prepared_before_the_fast_path_loads_the_pipeline(trips, tmp_p
     assert prepared.read_state(old) is None
     assert load_prepared(old).path == "sklearn"
     assert load_prepared(compiled).path == "onnx"
+
+
+def test_a_distance_beyond_float32_is_refused_by_both_paths_as_the_trees_refuse_it(trips, tmp_path):
+    pipeline = fitted(tree_ensembles()[0], trips)
+    fastpath_compile.compile_into(write_prepared(tmp_path, pipeline, INFO), pipeline, INFO)
+    ride = Ride(1, 130, 205, 1e39)  # finite, but past float32, the trees' input type
+
+    for scorer in (load_prepared(tmp_path), load_prepared(tmp_path, prefer_compiled=False)):
+        with pytest.raises(ValueError, match=r"infinity or a value too large for dtype\('float32'\)"):
+            scorer.predict([ride])
+    assert load_prepared(tmp_path).path == "onnx"

@@ -69,7 +69,7 @@ def test_replay_leaves_out_rejected_rides_and_durations_outside_the_range(kinesi
         {
             "lpep_pickup_datetime": [base] * 5,
             "lpep_dropoff_datetime": [base + pd.Timedelta(minutes=m) for m in (10, 0.5, 90, 12, 30)],
-            "PULocationID": [41, 41, 41, 0, 74],  # 0 is not a TLC zone: the consumer dead-letters it
+            "PULocationID": pd.array([41, 41, 41, None, 74], dtype="Int64"),  # no zone: the consumer dead-letters it
             "DOLocationID": [42, 42, 42, 42, 75],
             "trip_distance": [1.5, 0.1, 20.0, 2.0, 3.0],
         }
@@ -185,8 +185,8 @@ def test_print_records_writes_json_lines_and_decodes_dead_letter_payloads(kinesi
     source = SourceRecord("shardId-000000000000", "4967", 0, "poison", 1_700_000_000_000)
     dead_letter = dead_letter_event(
         b'{"ride": {"PULocationID": 0}}',
-        reason=Reason.OUT_OF_RANGE,
-        detail="ride.PULocationID=0",
+        reason=Reason.MISSING_FIELD,
+        detail="ride_id is missing",
         source=source,
         stream_name="rides",
         version="3",
@@ -199,7 +199,7 @@ def test_print_records_writes_json_lines_and_decodes_dead_letter_payloads(kinesi
     lines = [orjson.loads(line) for line in out.getvalue().splitlines()]
     assert printed == len(lines) == 2
     assert lines[0]["partition_key"] == "dl"
-    assert lines[0]["event"]["reason"] == "out_of_range"
+    assert lines[0]["event"]["reason"] == "missing_field"
     assert lines[0]["event"]["payload"] == {"ride": {"PULocationID": 0}}
     assert lines[0]["event"]["payload_kind"] == "json"
     assert lines[1]["event"]["error"].startswith("not JSON")
@@ -207,7 +207,7 @@ def test_print_records_writes_json_lines_and_decodes_dead_letter_payloads(kinesi
 
     bare = io.StringIO()
     print_records(kinesis, stream, out=bare, envelope=False, max_records=1)
-    assert orjson.loads(bare.getvalue())["reason"] == "out_of_range"
+    assert orjson.loads(bare.getvalue())["reason"] == "missing_field"
 
 
 def test_stream_reader_polls_new_records_as_they_arrive(kinesis, make_stream):

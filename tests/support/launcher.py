@@ -159,7 +159,7 @@ def _main() -> int:
     """The launcher with the model step stubbed out; run by :class:`LauncherRun`."""
     prepared = Path(os.environ["FAKE_PREPARED_MODEL_DIR"])
     stub = types.ModuleType("consumer.model.prepare")
-    stub.prepare = lambda model_uri, cache_dir: prepared  # type: ignore[attr-defined]
+    stub.prepare = lambda model_uri, cache_dir, **_: prepared  # type: ignore[attr-defined]
     sys.modules["consumer.model.prepare"] = stub
 
     from consumer.cli import main

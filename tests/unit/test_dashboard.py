@@ -62,7 +62,7 @@ def test_the_dashboard_shows_lag_throughput_dead_letters_latencies_checkpoints_l
     assert {
         "Seconds behind latest, per shard",
         "Records per second, in and out",
-        "Dead letters per second, by reason",
+        "Dead letters by reason, unusual rides by kind",
         "Scoring latency",
         "Put latency, by stream",
         "Checkpoints per second",

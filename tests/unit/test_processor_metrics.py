@@ -48,16 +48,16 @@ def batch(*payloads: bytes, first: int = 100, arrived: int = 1_700_000_000_000) 
 
 
 def test_a_batch_counts_records_in_predictions_and_dead_letters_by_reason(processor, registry):
-    records = batch(ride_payload(1), ride_payload(2), b"{not json", b"\xff", ride_payload(3, distance=-1.0))
+    records = batch(ride_payload(1), ride_payload(2), b"{not json", b"\xff", ride_payload("x" * 257))
     processor.process_records(FakeInput(records, FakeCheckpointer(), millis_behind_latest=2500))
 
     assert value(registry, "ride_consumer_records_received_total", shard_id=SHARD) == 5
     assert value(registry, "ride_consumer_predictions_written_total", shard_id=SHARD) == 2
     dead = {
         reason: value(registry, "ride_consumer_dead_letters_total", shard_id=SHARD, reason=reason)
-        for reason in ("not_json", "not_utf8", "out_of_range")
+        for reason in ("not_json", "not_utf8", "ride_id_too_long", "model_error")
     }
-    assert dead == {"not_json": 1, "not_utf8": 1, "out_of_range": 1}
+    assert dead == {"not_json": 1, "not_utf8": 1, "ride_id_too_long": 1, "model_error": 0}
     assert value(registry, "ride_consumer_batches_total", shard_id=SHARD) == 1
     assert value(registry, "ride_consumer_checkpoints_total", shard_id=SHARD) == 1
     assert value(registry, "ride_consumer_batch_size_records_sum", shard_id=SHARD) == 5
@@ -65,6 +65,25 @@ def test_a_batch_counts_records_in_predictions_and_dead_letters_by_reason(proces
     assert value(registry, "ride_consumer_batch_duration_seconds_count", shard_id=SHARD) == 1
     assert value(registry, "ride_consumer_put_duration_seconds_count", sink="predictions") == 1
     assert value(registry, "ride_consumer_put_duration_seconds_count", sink="dead_letters") == 1
+
+
+def test_rides_with_unusual_values_are_predicted_and_counted_by_kind(processor, registry, sinks):
+    records = batch(ride_payload(1, distance=1_500.0), ride_payload(2, distance=-1.0), ride_payload(3, pu=0, do=266))
+    processor.process_records(FakeInput(records, FakeCheckpointer()))
+
+    assert len(sinks["predictions"].written) == 3
+    assert sinks["dead_letters"].written == []
+    unusual = {
+        kind: value(registry, "ride_consumer_unusual_rides_total", shard_id=SHARD, kind=kind)
+        for kind in ("long_distance", "negative_distance", "unknown_zone")
+    }
+    assert unusual == {"long_distance": 1, "negative_distance": 1, "unknown_zone": 1}
+
+
+def test_the_unusual_and_model_broken_counters_exist_at_zero_from_the_first_lease(processor, registry):
+    for kind in ("long_distance", "negative_distance", "unknown_zone"):
+        assert value(registry, "ride_consumer_unusual_rides_total", shard_id=SHARD, kind=kind) == 0
+    assert value(registry, "ride_consumer_model_broken_total", shard_id=SHARD) == 0
 
 
 def test_lag_and_the_newest_arrival_come_from_the_last_batch(processor, registry):
@@ -139,9 +158,9 @@ def test_every_line_logged_during_a_batch_names_the_shard_the_batch_and_the_mode
     configure_logging("INFO", stream=stream, component="record_processor")
 
     class Logging(MemorySink):
-        def put(self, entries):
+        def put(self, entries, *, deadline=None):
             get_logger().warning("put_records_retry", attempt=1)  # what KinesisSink logs between attempts
-            return super().put(entries)
+            return super().put(entries, deadline=deadline)
 
     processor = ride_processor(predictions=Logging("predictions"), metrics=ShardMetrics.create(registry))
     processor.initialize(FakeInput())
@@ -160,3 +179,35 @@ def test_every_line_logged_during_a_batch_names_the_shard_the_batch_and_the_mode
         assert {key: events[event].get(key) for key in expected} == expected, event
     assert "batch_size" not in events["shutdown_requested"]  # the batch's fields end with the batch
     assert events["shutdown_requested"]["shard_id"] == SHARD
+
+
+def test_a_model_broken_on_a_whole_batch_stops_the_shard_without_dead_letters_or_a_checkpoint(registry, sinks):
+    class Broken:
+        def predict(self, rides):
+            raise MemoryError("cannot allocate")
+
+    stream = io.StringIO()
+    configure_logging("INFO", stream=stream, component="record_processor")
+    processor = RideProcessor(
+        model=Broken(),
+        model_version="7",
+        predictions=sinks["predictions"],
+        dead_letters=sinks["dead_letters"],
+        input_stream="rides",
+        metrics=ShardMetrics.create(registry),
+    )
+    processor.initialize(FakeInput())
+    checkpointer = FakeCheckpointer()
+
+    with pytest.raises(SystemExit) as exited:
+        processor.process_records(FakeInput(batch(ride_payload(1)), checkpointer))
+
+    assert exited.value.code == 1
+    assert checkpointer.calls == []
+    assert sinks["predictions"].written == sinks["dead_letters"].written == []
+    assert value(registry, "ride_consumer_model_broken_total", shard_id=SHARD) == 1
+    assert value(registry, "ride_consumer_batch_failures_total", shard_id=SHARD) == 1
+    assert value(registry, "ride_consumer_dead_letters_total", shard_id=SHARD, reason="model_error") == 0
+    [line] = [line for line in map(orjson.loads, stream.getvalue().splitlines()) if line["event"] == "model_broken"]
+    assert line["level"] == "error"
+    assert "MemoryError: cannot allocate" in line["error"]
