@@ -238,7 +238,7 @@ def test_the_same_image_serves_the_web_endpoint_and_scores_a_month_file(podman, 
     port = free_port()
     model_env = {"MODEL_URI": model_store.uri, "MLFLOW_TRACKING_URI": model_store.tracking_uri}
     env = {**model_env, "SERVE_HOST": "127.0.0.1", "SERVE_PORT": str(port)}
-    podman(*run_args(name, image, env, [str(model_store.root)]), "serve")
+    podman(*run_args(name, image, env, [str(model_store.store.directory)]), "serve")
     try:
         ready = wait_for(lambda: http_get(f"http://127.0.0.1:{port}/readyz")[0] == 200, timeout=180, interval=1)
         logs = podman("logs", name, check=False).stderr
@@ -268,7 +268,7 @@ def test_the_same_image_serves_the_web_endpoint_and_scores_a_month_file(podman, 
     args = ["run", "--rm", "--network=host", "--read-only"]
     for path in WRITABLE:
         args += ["--tmpfs", path]
-    args += ["--volume", f"{model_store.root}:{model_store.root}:ro", "--volume", f"{source.parent}:/input:ro"]
+    args += ["--volume", f"{model_store.store.directory}:{model_store.store.directory}:ro", "--volume", f"{source.parent}:/input:ro"]
     args += ["--volume", f"{output}:/output"]
     for key, value in model_env.items():
         args += ["--env", f"{key}={value}"]
