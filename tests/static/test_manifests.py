@@ -18,8 +18,8 @@ from botocore.validate import ParamValidator
 
 from consumer.errors import SettingsError
 from consumer.runtime.daemon import parse_properties
-from consumer.runtime.launcher import KILL_MARGIN_SECONDS
 from consumer.runtime.settings import load_settings
+from consumer.runtime.supervision import KILL_MARGIN_SECONDS
 from tests.static.conftest import K8S, REPO, checkov, manifest, manifests, settings_configmap, task_definition
 
 #: The oldest Kubernetes minor still in EKS's support window when this was written, and the newest known schema.
