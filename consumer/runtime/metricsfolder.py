@@ -93,6 +93,8 @@ def _dead_process_files(directory: Path) -> dict[str, dict[int, Path]]:
 
 
 def _add_values(totals: dict[str, float], path: Path) -> None:
+    if path.stat().st_size == 0:
+        return  # created, not yet sized: the process died before it wrote anything
     values: Iterable[tuple[str, float, float, int]] = MmapedDict.read_all_values_from_file(str(path))  # type: ignore[no-untyped-call]
     for key, value, _timestamp, _position in values:
         totals[key] += value
@@ -131,7 +133,8 @@ def compact_dead_processes(directory: Path) -> Compaction:
         still_dead = {pid: path for pid, path in dead.items() if not psutil.pid_exists(pid)}
         if len(still_dead) != len(dead):
             continue  # a pid came back: leave this kind to the next compaction, which will read it afresh
-        _write_values(aggregate, totals)
+        if totals or aggregate.exists():
+            _write_values(aggregate, totals)
         for pid, path in still_dead.items():
             path.unlink()
             pids.add(pid)
@@ -177,4 +180,11 @@ class MetricsFolder:
             compact_dead_processes(self.path)
 
     def _files(self, pattern: str) -> list[str]:
-        return [str(path) for path in self.path.glob(pattern)]
+        """The files to read: not one a process is creating this instant (a file is created empty, then sized;
+        prometheus_client cannot read an empty one), nor one an exiting process has just removed."""
+        files = []
+        for path in self.path.glob(pattern):
+            with contextlib.suppress(FileNotFoundError):
+                if path.stat().st_size > 0:
+                    files.append(str(path))
+        return files
