@@ -16,6 +16,7 @@ wrapped into one at level error, so the container's output is JSON lines through
 from __future__ import annotations
 
 import collections
+import contextvars
 import datetime
 import re
 import threading
@@ -79,7 +80,9 @@ class DaemonOutput:
         self._on_initialized = on_initialized
         self._initialized = False
         self._problems: collections.deque[DaemonProblem] = collections.deque(maxlen=_KEPT_PROBLEMS)
-        self._thread = threading.Thread(target=self._relay, name="daemon-output", daemon=True)
+        # The launcher's context (component, model version) on the relay's own lines: a thread starts without it.
+        context = contextvars.copy_context()
+        self._thread = threading.Thread(target=context.run, args=(self._relay,), name="daemon-output", daemon=True)
 
     def start(self) -> DaemonOutput:
         self._thread.start()

@@ -189,3 +189,10 @@ def test_a_daemon_that_stops_when_asked_is_a_success(log_lines):
         "daemon_stopped",
         "daemon_exited",
     ]
+
+
+def test_the_relays_own_line_carries_the_launchers_context(log_lines):
+    relayed(kcl("info", "Initialization complete. Starting worker loop."))
+
+    [line] = events(log_lines)
+    assert (line["event"], line["component"]) == ("daemon_initialized", "launcher")
