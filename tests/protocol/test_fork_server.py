@@ -23,6 +23,7 @@ from consumer.model.compile import compile_into
 from consumer.model.prepared import ModelInfo
 from consumer.runtime.forkclient import SOCKET_VARIABLE
 from consumer.runtime.forkserver import ForkServer, start
+from consumer.tools.harness import wait_for
 from consumer.tools.multilang import MultiLangDriver
 from consumer.tools.paths import REPO_ROOT
 from tests.protocol.test_multilang import *  # noqa: F403 - the protocol tests, run again through the fork server
@@ -83,8 +84,10 @@ def test_the_shard_runs_in_a_forked_worker_that_writes_to_the_processors_pipes(s
 
     assert worker.pid != processor.process.pid
     assert worker.ppid() == fork_servers[0].process.pid
-    events = processor.log_events()
-    assert any(event.get("event") == "shard_initialized" for event in events)  # the worker's stderr is ours
+    # the worker's stderr is ours (read by the driver's thread: wait for the line)
+    assert wait_for(
+        lambda: any(event.get("event") == "shard_initialized" for event in processor.log_events()), timeout=10
+    )
     processor.send({"action": "leaseLost"})
     assert processor.receive() == {"action": "status", "responseFor": "leaseLost"}
     assert processor.exit_code() == 0
