@@ -39,6 +39,17 @@ bench: setup
 bench-docs: setup
 	$(PY) -m consumer bench --docs-from $(or $(BENCH_JSON),.local/bench/bench.json)
 
+## soak: the metrics soak (docs/metrics-soak.md): process lifetimes against one metrics folder, with compaction and
+## without; a table on stdout, JSON in .local/bench/soak.json (SOAK_ARGS="--lifetimes 1000")
+.PHONY: soak soak-docs
+soak: setup
+	$(PY) -m consumer bench --soak $(SOAK_ARGS)
+
+## soak-docs: docs/metrics-soak.md and docs/metrics-soak.json from a soak's report (SOAK_JSON, default
+## .local/bench/soak.json)
+soak-docs: setup
+	$(PY) -m consumer bench --soak --docs-from $(or $(SOAK_JSON),.local/bench/soak.json)
+
 ## lint: ruff
 lint: setup
 	$(PY) -m ruff check .

@@ -293,6 +293,13 @@ def demo(rides: int, trips: str | None, local_dir: Path | None) -> None:
     default=None,
     help="With --docs-from: the folder of performance.md and performance.json (default: the checkout's docs/).",
 )
+@click.option(
+    "--soak",
+    is_flag=True,
+    help="Only the metrics soak (docs/metrics-soak.md): process lifetimes against one metrics folder, with "
+    "compaction and without. With --docs-from: render docs/metrics-soak.md from a soak report.",
+)
+@click.option("--lifetimes", type=int, default=None, help="With --soak: how many process lifetimes (default 5,000).")
 def bench(
     quick: bool,
     runs: int | None,
@@ -301,6 +308,8 @@ def bench(
     work_dir: Path | None,
     docs_from: Path | None,
     docs_dir: Path | None,
+    soak: bool,
+    lifetimes: int | None,
 ) -> None:
     """Benchmark: Lambda-style baseline vs the processor (MultiLang protocol), latency and memory on the daemon.
 
@@ -314,6 +323,9 @@ def bench(
     from consumer.tools.paths import LOCAL_DIR, REPO_ROOT
 
     configure_logging("WARNING", component="bench")
+    if soak:
+        _soak(output or LOCAL_DIR / "bench" / "soak.json", docs_from, docs_dir or REPO_ROOT / "docs", lifetimes)
+        return
     if docs_from is not None:
         page = write_performance_docs(docs_from, docs_dir or REPO_ROOT / "docs")
         click.echo(f"{page} rendered from {docs_from}")
@@ -325,6 +337,18 @@ def bench(
         if runs is not None:
             config = dataclasses.replace(config, runs=runs)
         run_bench(config, trips=trips)
+
+
+def _soak(output: Path, docs_from: Path | None, docs_dir: Path, lifetimes: int | None) -> None:
+    from consumer.tools.bench.soak import SoakConfig, render_soak_doc, run_soak, write_soak_docs
+
+    if docs_from is not None:
+        click.echo(f"{write_soak_docs(docs_from, docs_dir)} rendered from {docs_from}")
+        return
+    config = SoakConfig() if lifetimes is None else SoakConfig(lifetimes=lifetimes)
+    report = run_soak(config, output)
+    click.echo(render_soak_doc(report).split("## Figures", 1)[1].strip())
+    click.echo(f"report: {output}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,6 @@ import gc
 import logging
 import os
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from gunicorn.app.base import BaseApplication
@@ -25,6 +24,7 @@ from gunicorn.glogging import Logger
 
 from consumer.errors import SettingsError
 from consumer.runtime.logs import configure_logging, get_logger
+from consumer.runtime.metricsfolder import MetricsFolder
 from consumer.runtime.settings import ServingSettings, load_serving_settings
 from consumer.serving.scoring import prepare_model
 
@@ -127,14 +127,6 @@ def options(settings: ServingSettings) -> dict[str, Any]:
     }
 
 
-def _empty_metrics_dir(directory: Path) -> None:
-    """A previous run's worker files would count twice: remove them (only the ``*.db`` files prometheus_client
-    writes)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    for path in directory.glob("*.db"):
-        path.unlink()
-
-
 def main() -> int:
     """The web server's process: load the prepared model, build the application, run gunicorn until stopped."""
     settings = load_serving_settings()
@@ -145,7 +137,8 @@ def main() -> int:
         raise SettingsError(
             "PROMETHEUS_MULTIPROC_DIR must be set before the server starts (`python -m consumer serve`)"
         )
-    _empty_metrics_dir(settings.prometheus_multiproc_dir)
+    folder = MetricsFolder(settings.prometheus_multiproc_dir)
+    folder.empty()  # a previous run's worker files would count twice
 
     from consumer.model.scorer import load_prepared
     from consumer.serving.web import WebMetrics, create_app
@@ -154,7 +147,7 @@ def main() -> int:
     application = create_app(
         model,
         WebMetrics.create(),
-        multiproc_dir=settings.prometheus_multiproc_dir,
+        metrics_folder=folder,
         max_body_bytes=settings.serve_max_body_bytes,
     )
     gc.freeze()  # the model and the imports stay out of the collector's reach: their pages stay shared

@@ -19,7 +19,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -35,6 +34,7 @@ from consumer.pipeline.events import Reason
 from consumer.runtime.health import Check
 from consumer.runtime.logs import get_logger
 from consumer.runtime.metrics import scrape_registry
+from consumer.runtime.metricsfolder import MetricsFolder
 from consumer.serving.scoring import Rejection, score_rows
 
 __all__ = ["PREFIX", "REASONS", "WebMetrics", "create_app", "parse_rides", "read_body"]
@@ -187,9 +187,9 @@ def _json(body: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status=status, mimetype="application/json")
 
 
-def create_app(model: AnyScorer, metrics: WebMetrics, *, multiproc_dir: Path, max_body_bytes: int) -> Flask:
+def create_app(model: AnyScorer, metrics: WebMetrics, *, metrics_folder: MetricsFolder, max_body_bytes: int) -> Flask:
     """The application: every route above, scoring with ``model``, recording into ``metrics``; /metrics reads the
-    workers' files in ``multiproc_dir``."""
+    workers' files in ``metrics_folder``."""
     app = Flask(__name__)
     version = model.info.version
     model_collector = ModelCollector(model)
@@ -234,7 +234,7 @@ def create_app(model: AnyScorer, metrics: WebMetrics, *, multiproc_dir: Path, ma
 
     @app.get("/metrics")
     def prometheus() -> Response:
-        registry = scrape_registry(multiproc_dir)
+        registry = scrape_registry(metrics_folder)
         registry.register(model_collector)
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
         return Response(encoder(registry), content_type=content_type)

@@ -268,7 +268,8 @@ def test_the_same_image_serves_the_web_endpoint_and_scores_a_month_file(podman, 
     args = ["run", "--rm", "--network=host", "--read-only"]
     for path in WRITABLE:
         args += ["--tmpfs", path]
-    args += ["--volume", f"{model_store.store.directory}:{model_store.store.directory}:ro", "--volume", f"{source.parent}:/input:ro"]
+    store = model_store.store.directory
+    args += ["--volume", f"{store}:{store}:ro", "--volume", f"{source.parent}:/input:ro"]
     args += ["--volume", f"{output}:/output"]
     for key, value in model_env.items():
         args += ["--env", f"{key}={value}"]

@@ -17,8 +17,8 @@ from botocore.validate import ParamValidator
 
 from consumer.errors import SettingsError
 from consumer.runtime.daemon import parse_properties
-from consumer.runtime.launcher import KILL_MARGIN_SECONDS
 from consumer.runtime.settings import ServingSettings, load_serving_settings, load_settings
+from consumer.runtime.supervision import KILL_MARGIN_SECONDS
 from tests.static.conftest import K8S, REPO, checkov, manifest, manifests, settings_configmap, task_definition
 from tests.support.requirements import require_tool
 

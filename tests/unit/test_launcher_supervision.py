@@ -75,11 +75,12 @@ def test_a_daemon_that_fails_after_a_requested_stop_passes_its_status_through(la
     assert run.wait() == 3, run.log()
 
 
-@pytest.mark.parametrize("status", [0, 7])
-def test_a_daemon_that_exits_unasked_passes_its_status_through(launch, status):
+@pytest.mark.parametrize(("status", "expected"), [(0, 1), (7, 7)])
+def test_a_daemon_that_exits_unasked_fails_the_launcher(launch, status, expected):
+    """The KCL exits 0 when it gives up initialising: an exit nobody asked for is a failure whatever its status."""
     run = launch(FAKE_DAEMON_RUN=f"exit:{status}")
 
-    assert run.wait() == status, run.log()
+    assert run.wait() == expected, run.log()
     assert run.events() == ["started"]
 
 
@@ -118,5 +119,5 @@ def test_a_record_processor_the_daemon_left_behind_is_killed_when_the_daemon_exi
 def test_the_daemons_own_lines_reach_the_launchers_output_as_json(launch):
     run = launch(FAKE_DAEMON_RUN="exit:0")
 
-    assert run.wait() == 0, run.log()
+    assert run.wait() == 1, run.log()  # an exit nobody asked for
     assert '"event":"fake daemon: started"' in run.log()

@@ -20,7 +20,9 @@ week of the January 2022 TLC file, which the model never saw). One module per co
 - :mod:`~consumer.tools.bench.stats`: medians of runs, latency quantiles;
 - :mod:`~consumer.tools.bench.report`: the sections, the goals, the Markdown tables;
 - :mod:`~consumer.tools.bench.docs`: docs/performance.md rendered from a report;
-- :mod:`~consumer.tools.bench.run`: one run of every section, the JSON written and the table printed.
+- :mod:`~consumer.tools.bench.run`: one run of every section, the JSON written and the table printed;
+- :mod:`~consumer.tools.bench.soak`: apart from the run, the metrics soak (``--soak``) and its page,
+  docs/metrics-soak.md.
 
 Figures are medians of ``runs`` runs (the daemon part runs once per mode). They depend on the machine and on
 what else runs on it: the machine's load average is recorded at the start and the end.
