@@ -1,5 +1,7 @@
 # The ride-duration consumer: `python -m consumer run` (the KCL MultiLangDaemon on a headless JRE 17, plus one
-# Python record processor per leased shard) behind tini, as uid 10001, on a read-only root filesystem.
+# Python record processor per leased shard) behind tini, as uid 10001, on a read-only root filesystem. The same
+# image runs the model's two other deployments as other commands: `serve` (the web endpoint, port 9696) and
+# `score --input ... --output ...` (a month file).
 #
 #   docker build -t ride-duration-consumer .
 #
@@ -88,10 +90,12 @@ ENV PATH=/opt/venv/bin:$PATH \
 RUN python -c 'from consumer.runtime.jars import default_jar_dir, verify_jars; print(verify_jars(default_jar_dir()), "KCL jars verified")'
 
 USER 10001:10001
-EXPOSE 9404
-# For `docker run` (Kubernetes and ECS use their own probes on the same endpoint): alive while the launcher answers,
-# the daemon runs and no processor is stuck (consumer/runtime/health.py).
+# 9404: the stream's /metrics, /healthz, /readyz (`run`); 9696: the web endpoint (`serve`, SERVE_PORT).
+EXPOSE 9404 9696
+# For `docker run` (Kubernetes and ECS use their own probes on the same endpoints): `run` is alive while the launcher
+# answers, the daemon runs and no processor is stuck (consumer/runtime/health.py); `serve` while a worker answers.
+# The check asks the stream's port first, then the web endpoint's.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('METRICS_PORT', '9404'), timeout=4)"]
+    CMD ["python", "-c", "import os, sys, urllib.request\nfor port in (os.environ.get('METRICS_PORT', '9404'), os.environ.get('SERVE_PORT', '9696')):\n    try:\n        urllib.request.urlopen('http://127.0.0.1:%s/healthz' % port, timeout=2)\n        sys.exit(0)\n    except OSError:\n        pass\nsys.exit(1)"]
 ENTRYPOINT ["/usr/bin/tini", "--", "python", "-m", "consumer"]
 CMD ["run"]

@@ -11,15 +11,15 @@ export PIPENV_VENV_IN_PROJECT := 1
 setup:
 	bash scripts/setup.sh
 
-## test: the static checks (lint, typecheck), then the whole test suite (PYTEST_ARGS="-k foo" to narrow it);
-## a failing check stops it before pytest starts
+## test: the static checks (lint, typecheck), then every tier but the fault suite and the container test
+## (PYTEST_ARGS="-k foo" to narrow it); a failing check stops it before pytest starts
 test: setup lint typecheck
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not faults and not container" $(PYTEST_ARGS)
 
 ## test-faults: the fault suite (README "Delivery guarantees"): kills, throttling, resharding... on the real daemon,
-## each judged by the record ledger; about 12 minutes, so not part of `make test`
+## each judged by the record ledger; about 15 minutes, so not part of `make test`
 test-faults: setup
-	$(PY) -m pytest tests/faults -m faults $(PYTEST_ARGS)
+	$(PY) -m pytest -m faults $(PYTEST_ARGS)
 
 ## container-test: build the Dockerfile with podman and run the image against the emulators (root; installs
 ## podman and makes the stand-in base image on first use: scripts/container_setup.sh)
@@ -39,6 +39,17 @@ bench: setup
 .PHONY: bench-docs
 bench-docs: setup
 	$(PY) -m consumer bench --docs-from $(or $(BENCH_JSON),.local/bench/bench.json)
+
+## soak: the metrics soak (docs/metrics-soak.md): process lifetimes against one metrics folder, with compaction and
+## without; a table on stdout, JSON in .local/bench/soak.json (SOAK_ARGS="--lifetimes 1000")
+.PHONY: soak soak-docs
+soak: setup
+	$(PY) -m consumer bench --soak $(SOAK_ARGS)
+
+## soak-docs: docs/metrics-soak.md and docs/metrics-soak.json from a soak's report (SOAK_JSON, default
+## .local/bench/soak.json)
+soak-docs: setup
+	$(PY) -m consumer bench --soak --docs-from $(or $(SOAK_JSON),.local/bench/soak.json)
 
 ## lint: ruff
 lint: setup

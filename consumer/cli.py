@@ -1,8 +1,10 @@
-"""The command line: ``python -m consumer run | train | replay | tail | ledger | demo | bench | kcl-compare``.
+"""The command line: ``python -m consumer run | score | serve | train | replay | tail | ledger | demo | bench |
+kcl-compare``.
 
-Every command configures JSON logs on stderr first. ``run`` is the service; the others are development tools
-(:mod:`consumer.tools`), imported only when called: the image ships the service without them, and there they answer
-with a message saying so.
+Every command configures JSON logs on stderr first. ``run`` is the service (the stream); ``score`` (a month file)
+and ``serve`` (the web endpoint) deploy the same model the other two ways (:mod:`consumer.serving`). The others
+are development tools (:mod:`consumer.tools`), imported only when called: the image ships the three deployments
+without them, and there they answer with a message saying so.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ def _require_tools() -> None:
 
     if importlib.util.find_spec("consumer.tools") is None:
         raise click.ClickException(
-            "this is a development tool and it is not installed here (the image ships `run` only); "
+            "this is a development tool and it is not installed here (the image ships `run`, `score` and `serve`); "
             "use a checkout of the repository (`make setup`)"
         )
 
@@ -50,6 +52,48 @@ def run() -> None:
     settings = load_settings()
     configure_logging(settings.log_level, component="launcher")
     sys.exit(launch(settings))
+
+
+@cli.command()
+@click.option("--input", "source", required=True, help="The TLC trip file (parquet): a local path or s3://bucket/key.")
+@click.option(
+    "--output", "destination", required=True, help="Where the predictions go: a local path or s3://bucket/key."
+)
+@click.option("--year", type=click.IntRange(1900, 2999), default=None, help="Year of the ride ids (with --month).")
+@click.option("--month", type=click.IntRange(1, 12), default=None, help="Month of the ride ids (with --year).")
+@click.option(
+    "--batch-rows", type=click.IntRange(min=1), default=50_000, show_default=True, help="Rows scored per predict call."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+def score(source: str, destination: str, year: int | None, month: int | None, batch_rows: int, as_json: bool) -> None:
+    """Score a TLC month file with the model of MODEL_URI: one output row per input row (ride_id, predicted_duration,
+    model_version, the features, actual_duration, and the reason of any row not scored).
+
+    The ride ids' month: --year/--month, else the TLC file name, else the month most pickups fall in. Progress goes
+    to stderr (JSON logs), the summary to stdout.
+    """
+    from consumer.runtime.settings import load_serving_settings
+    from consumer.serving.batch import score_month
+
+    if (year is None) != (month is None):
+        raise click.UsageError("give --year and --month together (or neither: the file tells the month)")
+    settings = load_serving_settings()
+    configure_logging(settings.log_level, component="score")
+    summary = score_month(settings, source, destination, year=year, month=month, batch_rows=batch_rows)
+    click.echo(summary.as_json() if as_json else summary.describe())
+
+
+@cli.command()
+def serve() -> None:
+    """The web endpoint: POST /predict with a ride (or a list) answers {"duration", "model_version"}, as the course's
+    Flask service did; /healthz, /readyz, /metrics. On SERVE_PORT (9696) with SERVE_WORKERS workers sharing the
+    model of MODEL_URI, prepared once before they start."""
+    from consumer.runtime.settings import load_serving_settings
+    from consumer.serving.server import serve as start
+
+    settings = load_serving_settings()
+    configure_logging(settings.log_level, component="web")
+    start(settings)
 
 
 @cli.command()
@@ -250,6 +294,13 @@ def demo(rides: int, trips: str | None, local_dir: Path | None) -> None:
     default=None,
     help="With --docs-from: the folder of performance.md and performance.json (default: the checkout's docs/).",
 )
+@click.option(
+    "--soak",
+    is_flag=True,
+    help="Only the metrics soak (docs/metrics-soak.md): process lifetimes against one metrics folder, with "
+    "compaction and without. With --docs-from: render docs/metrics-soak.md from a soak report.",
+)
+@click.option("--lifetimes", type=int, default=None, help="With --soak: how many process lifetimes (default 5,000).")
 def bench(
     quick: bool,
     runs: int | None,
@@ -258,6 +309,8 @@ def bench(
     work_dir: Path | None,
     docs_from: Path | None,
     docs_dir: Path | None,
+    soak: bool,
+    lifetimes: int | None,
 ) -> None:
     """Benchmark: Lambda-style baseline vs the processor (MultiLang protocol), latency and memory on the daemon.
 
@@ -271,6 +324,9 @@ def bench(
     from consumer.tools.paths import LOCAL_DIR, REPO_ROOT
 
     configure_logging("WARNING", component="bench")
+    if soak:
+        _soak(output or LOCAL_DIR / "bench" / "soak.json", docs_from, docs_dir or REPO_ROOT / "docs", lifetimes)
+        return
     if docs_from is not None:
         page = write_performance_docs(docs_from, docs_dir or REPO_ROOT / "docs")
         click.echo(f"{page} rendered from {docs_from}")
@@ -284,39 +340,29 @@ def bench(
         run_bench(config, trips=trips)
 
 
+def _soak(output: Path, docs_from: Path | None, docs_dir: Path, lifetimes: int | None) -> None:
+    from consumer.tools.bench.soak import SoakConfig, render_soak_doc, run_soak, write_soak_docs
+
+    if docs_from is not None:
+        click.echo(f"{write_soak_docs(docs_from, docs_dir)} rendered from {docs_from}")
+        return
+    config = SoakConfig() if lifetimes is None else SoakConfig(lifetimes=lifetimes)
+    report = run_soak(config, output)
+    click.echo(render_soak_doc(report).split("## Figures", 1)[1].strip())
+    click.echo(f"report: {output}")
+
+
 @cli.command("kcl-compare")
-@click.option(
-    "--variant",
-    "variants",
-    multiple=True,
-    help="Run only these variants (kcl3, kcl3-assign-5s, kcl2; repeat the option). Default: all.",
-)
-@click.option(
-    "--output",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="The JSON report (default .local/kcl-compare/kcl-compare.json).",
-)
+@click.option("--variant", "variants", multiple=True, help="Only these variants (repeat the option). Default: all.")
+@click.option("--output", type=click.Path(path_type=Path), help="The JSON report (default .local/kcl-compare/).")
 @click.option("--data", "trips", default=None, help="TLC parquet (path or URL); its last week is ridden.")
-@click.option(
-    "--work-dir",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Where the run's files go (every worker's log); default .local/kcl-compare/work.",
-)
+@click.option("--work-dir", type=click.Path(path_type=Path), help="Every worker's files (default .local/kcl-compare/).")
 @click.option(
     "--docs-from",
-    "docs_from",
     type=click.Path(path_type=Path, exists=True, dir_okay=False),
-    default=None,
     help="Run nothing: copy this report to docs/kcl-versions.json and render docs/kcl-versions.md from it.",
 )
-@click.option(
-    "--docs-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="With --docs-from: the folder of kcl-versions.md and kcl-versions.json (default: the checkout's docs/).",
-)
+@click.option("--docs-dir", type=click.Path(path_type=Path, file_okay=False), help="With --docs-from (default docs/).")
 def kcl_compare(
     variants: tuple[str, ...],
     output: Path | None,
@@ -327,29 +373,11 @@ def kcl_compare(
 ) -> None:
     """Compare KCL versions on the real daemon: cold start, join, SIGTERM, SIGKILL of a worker and of the leader,
     duplicates, memory and CPU (docs/kcl-versions.md). About an hour; run it alone on the machine."""
-    import shutil
-
     _require_tools()
-    from consumer.tools.kclcompare import VARIANTS, run_comparison, write_versions_docs
-    from consumer.tools.kclcompare.run import CompareConfig
-    from consumer.tools.paths import DEFAULT_TRIPS, LOCAL_DIR, REPO_ROOT
+    from consumer.tools.kclcompare.run import command
 
     configure_logging("WARNING", component="kcl-compare")
-    if docs_from is not None:
-        page = write_versions_docs(docs_from, docs_dir or REPO_ROOT / "docs")
-        click.echo(f"{page} rendered from {docs_from}")
-        return
-    unknown = set(variants) - set(VARIANTS)
-    if unknown:
-        raise click.BadParameter(f"unknown {sorted(unknown)}; known: {', '.join(VARIANTS)}", param_hint="--variant")
-    work = work_dir or LOCAL_DIR / "kcl-compare" / "work"
-    shutil.rmtree(work, ignore_errors=True)
-    config = CompareConfig(
-        output=output or LOCAL_DIR / "kcl-compare" / "kcl-compare.json",
-        work_dir=work,
-        variants=variants or tuple(VARIANTS),
-    )
-    run_comparison(config, trips=trips or DEFAULT_TRIPS)
+    click.echo(command(variants, output=output, trips=trips, work_dir=work_dir, docs_from=docs_from, docs_dir=docs_dir))
 
 
 def main(argv: list[str] | None = None) -> int:

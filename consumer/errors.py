@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 __all__ = [
+    "BatchDeadlineExceeded",
     "CheckpointFailed",
     "ConsumerError",
     "DaemonSetupError",
+    "ModelBroken",
     "ModelError",
     "SettingsError",
     "SinkError",
@@ -48,3 +50,18 @@ class CheckpointFailed(ConsumerError):
         super().__init__(f"checkpoint at {sequence_number} failed: {error}")
         self.error = error
         self.sequence_number = sequence_number
+
+
+class BatchDeadlineExceeded(ConsumerError):
+    """A batch ran out of time (BATCH_DEADLINE_SECONDS) before it was written and checkpointed: it fails as a spent
+    retry budget does, and is replayed from the last checkpoint."""
+
+    def __init__(self, seconds: float, doing: str) -> None:
+        super().__init__(f"the batch deadline of {seconds:g} s (BATCH_DEADLINE_SECONDS) passed {doing}")
+        self.seconds = seconds
+        self.doing = doing
+
+
+class ModelBroken(ConsumerError):
+    """The model failed on a whole batch and on the probe rides it scored when it was prepared: the model is
+    broken, not the rides, and none of them is dead-lettered."""

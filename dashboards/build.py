@@ -149,21 +149,27 @@ def layout() -> dashboard.Dashboard:
         )
         .with_panel(
             series(
-                "Dead letters per second, by reason",
-                "Records set aside on the dead-letter stream, by the reason in their event.",
+                "Dead letters by reason, unusual rides by kind",
+                "Records set aside on the dead-letter stream, by the reason in their event; and rides scored although "
+                "a value is unusual (over 1,000 miles, a negative distance, a zone id outside 1..265), by kind.",
                 "cps",
-                [query(rate(f"{m}dead_letters_total", "reason"), "{{reason}}")],
+                [
+                    query(rate(f"{m}dead_letters_total", "reason"), "{{reason}}", "A"),
+                    query(rate(f"{m}unusual_rides_total", "kind"), "unusual: {{kind}}", "B"),
+                ],
             )
         )
         .with_panel(
             series(
                 "Errors",
-                "Batches that stopped their shard, puts that gave up, and entries PutRecords had to resend.",
+                "Batches that stopped their shard (a broken model among them), puts that gave up, and entries "
+                "PutRecords had to resend.",
                 "cps",
                 [
                     query(rate(f"{m}batch_failures_total", "shard_id"), "batch failures {{shard_id}}", "A"),
                     query(rate(f"{m}put_failures_total", "sink"), "put failures {{sink}}", "B"),
                     query(rate(f"{m}put_entries_retried_total", "sink"), "retried entries {{sink}}", "C"),
+                    query(rate(f"{m}model_broken_total", "shard_id"), "model broken {{shard_id}}", "D"),
                 ],
             )
         )

@@ -9,5 +9,5 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 START=$(date +%s)
 bash scripts/container_setup.sh
-export CONTAINER_TEST=1 CONTAINER_SETUP_SECONDS=$(($(date +%s) - START))
-exec .venv/bin/python -m pytest tests/container "$@"
+export CONTAINER_SETUP_SECONDS=$(($(date +%s) - START))
+exec .venv/bin/python -m pytest -m container "$@"

@@ -4,7 +4,7 @@ A shard on the fast path never imports scikit-learn (whose import alone pulls sc
 takes a float32 matrix of the used columns only, built from :func:`consumer.model.features.features`: a string
 feature ``k: v`` sets column ``k=v`` (the vectorizer's separator) to 1, a number sets column ``k``; a column the
 trees never use, or a category the vectorizer never saw, is left out, exactly as DictVectorizer ignores an unknown
-feature.
+feature. A number beyond float32's range is refused as scikit-learn's trees refuse it.
 """
 
 from __future__ import annotations
@@ -82,8 +82,13 @@ def _matrix(rows: Sequence[Mapping[str, Any]], layout: Layout) -> npt.NDArray[np
                     row_index.append(r)
                     col_index.append(column)
                     values.append(float(value))
+    with np.errstate(over="ignore"):
+        cells = np.asarray(values, dtype=np.float32)
+    if not np.isfinite(cells).all():
+        # What scikit-learn's trees raise for the same rows: their input is float32 too.
+        raise ValueError("Input X contains infinity or a value too large for dtype('float32').")
     matrix = np.zeros((len(rows), layout.width), dtype=np.float32)
-    matrix[row_index, col_index] = values
+    matrix[row_index, col_index] = cells
     return matrix
 
 

@@ -2,8 +2,12 @@
 (:mod:`consumer.model.trust`), check it, compile the fast path, and publish a prepared directory
 (:mod:`consumer.model.prepared`) that shard processes load without mlflow.
 
-The prepared directory is ``cache_dir/<name>-<version>-<digest>/``. Preparing the same resolved model again returns
-the same directory without downloading it. mlflow, skops and cloudpickle are imported inside functions only.
+The prepared directory is ``cache_dir/<name>-<version>-<digest>/``; the digest covers the resolved model and the
+versions of what writes and loads the directory (:func:`loader_versions`), so a cache kept across an upgrade of
+scikit-learn, onnxruntime or this image's format is prepared again instead of being reused. Preparing the same
+resolved model with the same versions returns the same directory without downloading it. The trust settings
+(pickle, the skops allow-list) are passed in, never read here. mlflow, skops and cloudpickle are imported inside
+functions only.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Collection
 from dataclasses import replace
@@ -24,23 +29,27 @@ import structlog
 
 from consumer.errors import ModelError
 from consumer.model.compile import compile_into
+from consumer.model.features import PROBE_RIDES
 from consumer.model.prepared import (
+    FORMAT_VERSION,
     METADATA_FILE,
     MODEL_PATH_ONNX,
     MODEL_PATH_SKLEARN,
     PIPELINE_FILE,
     ModelInfo,
     PreparedMetadata,
-    read_state,
 )
 from consumer.model.resolve import Source, content_hash, download, read_mlmodel, resolve
 from consumer.model.scorer import Predictor, Scorer, load_prepared
-from consumer.model.trust import load_pipeline
+from consumer.model.trust import DEFAULT_TRUSTED_TYPES, load_pipeline
 
-__all__ = ["MLFLOW_TELEMETRY_OFF", "prepare"]
+__all__ = ["MLFLOW_TELEMETRY_OFF", "loader_versions", "prepare"]
 
 #: MLflow's own switch for its usage telemetry (mlflow.environment_variables.MLFLOW_DISABLE_TELEMETRY).
 MLFLOW_TELEMETRY_OFF = ("MLFLOW_DISABLE_TELEMETRY", "true")
+#: The packages that write or read a prepared directory: joblib and scikit-learn (the pipeline), numpy (its arrays),
+#: skl2onnx and onnx (the compiled model), onnxruntime (scores it).
+LOADERS = ("scikit-learn", "numpy", "joblib", "onnxruntime", "skl2onnx", "onnx")
 
 log = structlog.get_logger(__name__)
 
@@ -51,13 +60,16 @@ def prepare(
     *,
     tracking_uri: str | None = None,
     registry_uri: str | None = None,
-    allow_pickle: bool = True,
-    allowed_skops_types: Collection[str] | None = None,
+    allow_pickle: bool = False,
+    trusted_types: Collection[str] = DEFAULT_TRUSTED_TYPES,
 ) -> Path:
     """Prepare ``model_uri`` under ``cache_dir`` and return the prepared directory; reuse it if already there.
 
     ``tracking_uri``/``registry_uri`` default to mlflow's own resolution (MLFLOW_TRACKING_URI) when None.
-    Raise :class:`ModelError`, naming the URI, when the model cannot be found, downloaded, trusted or loaded.
+    ``allow_pickle`` and ``trusted_types`` are the trust rules (:mod:`consumer.model.trust`; the settings
+    ALLOW_PICKLE_MODELS and MODEL_TRUSTED_TYPES). Raise :class:`ModelError`, naming the URI, when the model cannot
+    be found, downloaded, trusted or loaded, or cannot score the probe rides
+    (:data:`~consumer.model.features.PROBE_RIDES`).
     """
     # MLflow 3 sends usage events to its telemetry service for some calls unless told not to (it stays quiet by
     # itself only under CI or pytest). The service talks to AWS and its tracking server, nothing else; an operator
@@ -69,22 +81,20 @@ def prepare(
     work = Path(tempfile.mkdtemp(prefix=".prepare-", dir=cache_dir))
     try:
         source = resolve(model_uri, work / "peek", tracking_uri=tracking_uri, registry_uri=registry_uri)
-        target = cache_dir / _directory_name(source)
+        versions = loader_versions()
+        target = cache_dir / _directory_name(source, versions)
         if _is_prepared(target):
             log.info("model_prepared_reused", uri=model_uri, version=source.version, path=str(target))
-            if read_state(target) is None:  # prepared before the fast path existed: compile it now
-                scorer = load_prepared(target, prefer_compiled=False)
-                _compile(target, scorer.pipeline, scorer.info, [], model_uri)
             return target
         model_dir = download(source, work / "download", tracking_uri=tracking_uri, registry_uri=registry_uri)
         if source.version is None:
             source = replace(source, version=content_hash(model_dir))
         mlmodel = read_mlmodel(model_dir, model_uri)
         pipeline, flavor_format, trusted = load_pipeline(
-            model_dir, mlmodel, model_uri, allow_pickle=allow_pickle, allowed_skops_types=allowed_skops_types
+            model_dir, mlmodel, model_uri, allow_pickle=allow_pickle, trusted_types=trusted_types
         )
         staging = work / "prepared"
-        _write_prepared(staging, pipeline, source, mlmodel, flavor_format, trusted)
+        _write_prepared(staging, pipeline, source, mlmodel, flavor_format, trusted, versions)
         scorer = _check_prepared(staging, pipeline, model_dir, model_uri)
         _compile(staging, pipeline, scorer.info, _input_example(model_dir), model_uri)
         _publish(staging, target)
@@ -94,8 +104,27 @@ def prepare(
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _directory_name(source: Source) -> str:
-    digest = hashlib.sha256(source.identity.encode()).hexdigest()[:12]
+def loader_versions() -> dict[str, str]:
+    """What the prepared directory's identity includes besides the model: its format, the Python minor version and
+    the versions of :data:`LOADERS` ("absent" for one that is not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(package: str) -> str:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return "absent"
+
+    return {
+        "format": str(FORMAT_VERSION),
+        "python": f"{sys.version_info.major}.{sys.version_info.minor}",
+        **{package: installed(package) for package in LOADERS},
+    }
+
+
+def _directory_name(source: Source, versions: dict[str, str]) -> str:
+    identity = f"{source.identity}|{json.dumps(versions, sort_keys=True)}"
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:12]
     label = f"{source.name or 'model'}-{source.version or 'unversioned'}"
     return f"{re.sub(r'[^A-Za-z0-9._-]+', '_', label)[:80]}-{digest}"
 
@@ -105,7 +134,13 @@ def _is_prepared(path: Path) -> bool:
 
 
 def _write_prepared(
-    staging: Path, pipeline: Predictor, source: Source, mlmodel: dict[str, Any], fmt: str, trusted: list[str]
+    staging: Path,
+    pipeline: Predictor,
+    source: Source,
+    mlmodel: dict[str, Any],
+    fmt: str,
+    trusted: list[str],
+    versions: dict[str, str],
 ) -> None:
     import joblib
     import sklearn
@@ -124,6 +159,7 @@ def _write_prepared(
         "sklearn_version": sklearn.__version__,
         "logged_sklearn_version": (mlmodel.get("flavors") or {}).get("sklearn", {}).get("sklearn_version"),
         "skops_trusted_types": trusted,
+        "prepared_with": versions,
     }
     (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
 
@@ -142,11 +178,18 @@ def _input_example(model_dir: Path) -> list[dict[str, Any]]:
 
 
 def _check_prepared(staging: Path, pipeline: Predictor, model_dir: Path, model_uri: str) -> Scorer:
-    """Load the prepared pipeline the way a shard will and return that scorer; if MLflow saved an input example
-    (a list of feature dicts), the prepared pipeline must predict exactly what the loaded one does."""
+    """Load the prepared pipeline the way a shard will and return that scorer. It must score the probe rides (a
+    shard asks them again when the model fails on a whole batch, to tell a broken model from bad rides); if MLflow
+    saved an input example (a list of feature dicts), it must predict exactly what the loaded one does."""
     import numpy as np
 
     scorer = load_prepared(staging, prefer_compiled=False)
+    try:
+        probed = scorer.predict(PROBE_RIDES)
+    except Exception as exc:
+        raise ModelError(f"{model_uri}: the model cannot score ordinary rides: {type(exc).__name__}: {exc}") from exc
+    if probed.shape != (len(PROBE_RIDES),) or not np.isfinite(probed).all():
+        raise ModelError(f"{model_uri}: the model does not give one finite duration per ride: {probed!r:.200}")
     example = _input_example(model_dir)
     if example and not np.array_equal(scorer.pipeline.predict(example), pipeline.predict(example)):
         raise ModelError(f"{model_uri}: the prepared pipeline predicts differently from the MLflow model")

@@ -24,6 +24,7 @@ from consumer.errors import ModelError
 __all__ = [
     "FAST_METADATA_FILE",
     "FAST_MODEL_FILE",
+    "FORMAT_VERSION",
     "METADATA_FILE",
     "MODEL_PATH_ONNX",
     "MODEL_PATH_SKLEARN",
@@ -40,6 +41,9 @@ __all__ = [
     "scoring_path",
 ]
 
+#: The layout of a prepared directory; part of its identity (:func:`consumer.model.prepare.loader_versions`), so a
+#: directory of another layout is prepared again rather than reused. Raise it when the files or their meaning change.
+FORMAT_VERSION = 2
 #: The pipeline inside a prepared directory, serialized with joblib.
 PIPELINE_FILE = "pipeline.joblib"
 #: What the pipeline is: {"uri", "name", "version", "run_id", "flavor_format", "prepared_at", "sklearn_version", ...}.
@@ -67,6 +71,7 @@ class PreparedMetadata(TypedDict):
     sklearn_version: NotRequired[str]  # the scikit-learn that wrote pipeline.joblib
     logged_sklearn_version: NotRequired[str | None]  # the one MLflow logged the model with
     skops_trusted_types: NotRequired[list[str]]
+    prepared_with: NotRequired[dict[str, str]]  # the format and the versions in the directory's identity
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,24 +1,68 @@
 """Loading an MLflow sklearn model under the trust rules of its serialization format.
 
-A ``skops`` model is loaded trusting exactly the types its MLmodel records in
-``flavors.sklearn.skops_trusted_types`` (optionally capped by ``allowed_skops_types``); a file that needs any other
-type is refused. ``pickle``/``cloudpickle`` models run code when loaded: they are accepted only with
-``allow_pickle=True``, i.e. from a registry or bucket whose writers you trust.
+A model file is code as much as data: whoever can write to the registry or the bucket decides what a consumer pod
+runs when it loads one. So the operator, not the model, says what is trusted:
+
+- ``pickle``/``cloudpickle`` models run any code when loaded: refused unless ``allow_pickle`` (the setting
+  ``ALLOW_PICKLE_MODELS=true``), i.e. the operator trusts every writer of the registry or the bucket;
+- a ``skops`` model loads only if every type its file needs beyond skops' own defaults
+  (``skops.io.get_untrusted_types``) is in the operator's allow-list (``MODEL_TRUSTED_TYPES``, by default
+  :data:`DEFAULT_TRUSTED_TYPES`). The types the MLmodel file lists (``skops_trusted_types``) are checked against the
+  same allow-list and never trusted on their own word; a file that needs a type its MLmodel does not list is
+  refused too (MLflow itself would not load it).
+
+Every refusal is a :class:`~consumer.errors.ModelError` naming the model URI, the setting, and the types outside
+the allow-list. This module imports the standard library only at import time (the settings read its default).
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from consumer.errors import ModelError
 from consumer.model.resolve import MLMODEL
-from consumer.model.scorer import Predictor, single_threaded
 
-__all__ = ["FORMATS", "load_pipeline"]
+if TYPE_CHECKING:
+    from consumer.model.scorer import Predictor
+
+__all__ = ["DEFAULT_TRUSTED_TYPES", "FORMATS", "load_pipeline"]
 
 FORMATS = ("skops", "cloudpickle", "pickle")
+
+#: What a skops file of a DictVectorizer followed by one of scikit-learn's tree ensemble regressors (random forest,
+#: extra trees, gradient boosting, a decision tree or an extra tree) in a Pipeline contains, beyond builtins: the
+#: estimators, the trees' node arrays (``Tree``, which skops does not trust by default: its arrays are indexed
+#: without bounds checks), and what gradient boosting keeps (its initial estimator, loss, link, random state).
+#: skops trusts most of these itself today; listing them keeps the model family allowed if its defaults shrink.
+DEFAULT_TRUSTED_TYPES: tuple[str, ...] = (
+    "sklearn.pipeline.Pipeline",
+    "sklearn.feature_extraction._dict_vectorizer.DictVectorizer",
+    "sklearn.ensemble._forest.RandomForestRegressor",
+    "sklearn.ensemble._forest.ExtraTreesRegressor",
+    "sklearn.ensemble._gb.GradientBoostingRegressor",
+    "sklearn.tree._classes.DecisionTreeRegressor",
+    "sklearn.tree._classes.ExtraTreeRegressor",
+    "sklearn.tree._tree.Tree",
+    "sklearn.dummy.DummyRegressor",
+    "sklearn._loss.loss.HalfSquaredError",
+    "sklearn._loss.loss.AbsoluteError",
+    "sklearn._loss.loss.HuberLoss",
+    "sklearn._loss.loss.PinballLoss",
+    "sklearn._loss._loss.CyHalfSquaredError",
+    "sklearn._loss._loss.CyAbsoluteError",
+    "sklearn._loss._loss.CyHuberLoss",
+    "sklearn._loss._loss.CyPinballLoss",
+    "sklearn._loss.link.IdentityLink",
+    "sklearn._loss.link.Interval",
+    "numpy.ndarray",
+    "numpy.float64",
+    "numpy.random.mtrand.RandomState",
+)
+
+_ALLOW_LIST = "MODEL_TRUSTED_TYPES"
+_ALLOW_PICKLE = "ALLOW_PICKLE_MODELS"
 
 
 def load_pipeline(
@@ -27,9 +71,11 @@ def load_pipeline(
     model_uri: str,
     *,
     allow_pickle: bool,
-    allowed_skops_types: Collection[str] | None,
+    trusted_types: Collection[str],
 ) -> tuple[Predictor, str, list[str]]:
-    """Return ``(pipeline, serialization_format, trusted_types)``."""
+    """Return ``(pipeline, serialization_format, skops types trusted to load it)``; raise ModelError."""
+    from consumer.model.scorer import single_threaded
+
     flavor = (mlmodel.get("flavors") or {}).get("sklearn")
     if not isinstance(flavor, dict):
         flavors = sorted(mlmodel.get("flavors") or {})
@@ -41,11 +87,15 @@ def load_pipeline(
     if not flavor.get("pickled_model") or not data.is_file():
         raise ModelError(f"{model_uri}: the sklearn flavor's model file {flavor.get('pickled_model')!r} is missing")
     if fmt == "skops":
-        trusted = _skops_trust(flavor, data, model_uri, allowed_skops_types)
+        trusted = _skops_trust(flavor, data, model_uri, trusted_types)
         pipeline = _load_skops(data, trusted, model_uri)
     else:
         if not allow_pickle:
-            raise ModelError(f"{model_uri}: the model is in {fmt} format, which runs code when loaded; refused")
+            raise ModelError(
+                f"{model_uri}: the model is in {fmt} format, which runs code when it is loaded; refused. Log it"
+                f" with skops (MLflow's default), or set {_ALLOW_PICKLE}=true if you trust everyone who can write"
+                " to its registry or bucket"
+            )
         trusted = []
         pipeline = _load_pickle(data, fmt, model_uri)
     if not callable(getattr(pipeline, "predict", None)):
@@ -53,25 +103,33 @@ def load_pipeline(
     return single_threaded(pipeline), fmt, trusted
 
 
-def _skops_trust(flavor: dict[str, Any], data: Path, model_uri: str, allowed: Collection[str] | None) -> list[str]:
-    """The types to trust: exactly those MLmodel records, if they cover everything the file needs."""
+def _skops_trust(flavor: dict[str, Any], data: Path, model_uri: str, allowed: Collection[str]) -> list[str]:
+    """The types to trust: those the file needs, if the allow-list has them all and MLmodel lists them."""
     import skops.io
 
     recorded = flavor.get("skops_trusted_types") or []
     if not isinstance(recorded, list) or not all(isinstance(name, str) for name in recorded):
         raise ModelError(f"{model_uri}: skops_trusted_types in {MLMODEL} is not a list of type names: {recorded!r}")
-    if allowed is not None and (beyond := sorted(set(recorded) - set(allowed))):
-        raise ModelError(f"{model_uri}: {MLMODEL} trusts skops types this service does not allow: {beyond}")
+    if beyond := sorted(set(recorded) - set(allowed)):
+        raise ModelError(
+            f"{model_uri}: {MLMODEL} trusts skops types outside {_ALLOW_LIST}: {beyond}; refusing to load it"
+            f" (add them to {_ALLOW_LIST} only if you trust whoever wrote the model)"
+        )
     try:
-        needed = skops.io.get_untrusted_types(file=data)
+        needed = sorted(skops.io.get_untrusted_types(file=data))
     except Exception as exc:  # a corrupt or foreign file
         raise ModelError(f"{model_uri}: {data.name} is not a readable skops file: {type(exc).__name__}: {exc}") from exc
-    if untrusted := sorted(set(needed) - set(recorded)):
+    if beyond := sorted(set(needed) - set(allowed)):
         raise ModelError(
-            f"{model_uri}: {data.name} needs types that {MLMODEL} does not trust: {untrusted}"
+            f"{model_uri}: {data.name} needs skops types outside {_ALLOW_LIST}: {beyond}; refusing to load it"
+            f" (add them to {_ALLOW_LIST} only if you trust whoever wrote the model)"
+        )
+    if unlisted := sorted(set(needed) - set(recorded)):
+        raise ModelError(
+            f"{model_uri}: {data.name} needs types that its {MLMODEL} does not trust: {unlisted}"
             f" (trusted: {sorted(recorded)}); refusing to load it"
         )
-    return list(recorded)
+    return needed
 
 
 def _load_skops(data: Path, trusted: list[str], model_uri: str) -> Any:  # whatever the file holds

@@ -9,6 +9,9 @@ The daemon answers a checkpoint request with the name of the Java exception it h
 - ``ShutdownException``: the lease is gone (another worker has the shard). Stop; the new owner replays from the
   last checkpoint, so nothing is lost.
 - ``InvalidStateException`` and anything unknown: the lease table or the daemon is broken; fail loudly.
+
+Within a batch the retries also stop at the batch's deadline (:mod:`consumer.pipeline.deadline`): no attempt
+starts after it and no backoff that would end after it is waited.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from structlog.typing import FilteringBoundLogger
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from consumer.errors import CheckpointFailed
+from consumer.pipeline.deadline import Deadline
 
 __all__ = ["Checkpointed", "Checkpointer", "checkpoint"]
 
@@ -68,10 +72,23 @@ def checkpoint(
     backoff_max_seconds: float = 5.0,
     sleep: Callable[[float], None] = time.sleep,
     log: FilteringBoundLogger | None = None,
+    deadline: Deadline | None = None,
 ) -> Checkpointed:
-    """Checkpoint at ``sequence_number`` (the end of the delivered records when None) under the policy above."""
+    """Checkpoint at ``sequence_number`` (the end of the delivered records when None) under the policy above;
+    raise :class:`~consumer.errors.BatchDeadlineExceeded` when ``deadline`` passes first."""
+    deadline = deadline or Deadline.none()
+    out_of_time: list[bool] = []
+
+    def stop(state: RetryCallState) -> bool:
+        if stop_after_attempt(max_attempts)(state):
+            return True
+        if not deadline.allows(state.upcoming_sleep):
+            out_of_time.append(True)
+            return True
+        return False
+
     retrying = Retrying(
-        stop=stop_after_attempt(max_attempts),
+        stop=stop,
         # 0.2, 0.4, ... 5 s plus up to 0.5 s of jitter: a floor under the total wait, unlike full jitter.
         wait=wait_exponential_jitter(multiplier=0.2, max=backoff_max_seconds, jitter=0.5),
         retry=retry_if_exception(_is_retryable),
@@ -82,11 +99,14 @@ def checkpoint(
     try:
         for attempt in retrying:
             with attempt:
+                deadline.check(f"before checkpointing at {sequence_number}")
                 checkpointer.checkpoint(sequence_number, sub_sequence_number)
     except CheckpointError as exc:
         name = _error_name(exc)
         if name == LEASE_GONE:
             return Checkpointed.LEASE_LOST
+        if out_of_time:
+            raise deadline.exceeded(f"while checkpointing at {sequence_number} (last error: {name})") from None
         if name in RETRYABLE:
             raise CheckpointFailed(
                 f"{name} on each of {max_attempts} attempts", sequence_number=sequence_number

@@ -1,11 +1,11 @@
 """What a record processor records about its shard: the pipeline's Prometheus instrumentation.
 
 One prefix (``ride_consumer_``), base units, ``_total`` on counters, bounded labels (``shard_id``, ``reason``,
-``sink``, ``error``; never a ride id or a sequence number). Shard processes run in prometheus-client's multiprocess
-mode (``PROMETHEUS_MULTIPROC_DIR`` is in their environment before the client is first imported), so every value
-lives in a file of that directory and a shard process that exits or moves to another pod loses no counts; the
-launcher serves them (:mod:`consumer.runtime.metrics`). Gauges use ``live*`` modes: the files of a process that has
-exited are removed, so its lag and lease vanish with it.
+``kind``, ``sink``, ``error``; never a ride id or a sequence number). Shard processes run in prometheus-client's
+multiprocess mode (``PROMETHEUS_MULTIPROC_DIR`` is in their environment before the client is first imported), so
+every value lives in a file of that directory and a shard process that exits or moves to another pod loses no
+counts; the launcher serves them (:mod:`consumer.runtime.metrics`). Gauges use ``live*`` modes: the files of a
+process that has exited are removed, so its lag and lease vanish with it.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from consumer.pipeline.events import Reason
+from consumer.pipeline.events import Reason, Unusual
 
 __all__ = ["BUSY_SINCE", "PREFIX", "ShardMeter", "ShardMetrics"]
 
@@ -28,6 +28,7 @@ BUSY_SINCE = f"{PREFIX}_processor_busy_since_timestamp_seconds"
 
 #: Label values known in advance; their series exist at 0 from the first lease.
 DEAD_LETTER_REASONS = tuple(value for name, value in vars(Reason).items() if name.isupper())
+UNUSUAL_KINDS = tuple(value for name, value in vars(Unusual).items() if name.isupper())
 CHECKPOINT_ERRORS = ("ShutdownException", "InvalidStateException")
 SINKS = ("predictions", "dead_letters")
 
@@ -46,8 +47,10 @@ class ShardMetrics:
     records_received: Counter
     predictions_written: Counter
     dead_letters: Counter
+    unusual_rides: Counter
     batches: Counter
     batch_failures: Counter
+    model_broken: Counter
     batch_size: Histogram
     batch_duration: Histogram
     scoring_duration: Histogram
@@ -86,6 +89,13 @@ class ShardMetrics:
                 [*shard, "reason"],
                 registry=registry,
             ),
+            unusual_rides=Counter(
+                name("unusual_rides"),
+                "Rides scored although a value is unusual, by kind (long_distance: over 1,000 miles; "
+                "negative_distance; unknown_zone: a zone id outside 1..265).",
+                [*shard, "kind"],
+                registry=registry,
+            ),
             batches=Counter(
                 name("batches"),
                 "Batches finished: written and checkpointed (in a dry run: scored).",
@@ -96,6 +106,13 @@ class ShardMetrics:
                 name("batch_failures"),
                 "Batches that could not be finished; the processor stopped and the shard resumes from its last "
                 "checkpoint.",
+                shard,
+                registry=registry,
+            ),
+            model_broken=Counter(
+                name("model_broken"),
+                "Batches the model failed on as a whole while failing the probe rides it scored when prepared: the "
+                "model is broken, the processor stopped without dead-lettering or checkpointing the batch.",
                 shard,
                 registry=registry,
             ),
@@ -194,10 +211,13 @@ class ShardMeter:
         """The shard is ours. Its counters appear at 0 now, failures and every dead-letter reason included, so
         rate() sees the first event and dashboards and alerts find every series before anything goes wrong."""
         m, shard = self.metrics, self.shard_id
-        for counter in (m.records_received, m.predictions_written, m.batches, m.batch_failures, m.checkpoints):
+        counters = (m.records_received, m.predictions_written, m.batches, m.batch_failures, m.model_broken)
+        for counter in (*counters, m.checkpoints):
             counter.labels(shard)
         for reason in DEAD_LETTER_REASONS:
             m.dead_letters.labels(shard, reason)
+        for kind in UNUSUAL_KINDS:
+            m.unusual_rides.labels(shard, kind)
         for error in CHECKPOINT_ERRORS:
             m.checkpoint_failures.labels(shard, error)
         for sink in SINKS:
@@ -241,19 +261,30 @@ class ShardMeter:
         self.metrics.put_duration.labels(sink).observe(time.perf_counter() - started)
 
     def batch_done(
-        self, *, predictions: int, dead_letter_reasons: Iterable[str], newest_arrival_millis: int, seconds: float
+        self,
+        *,
+        predictions: int,
+        dead_letter_reasons: Iterable[str],
+        newest_arrival_millis: int,
+        seconds: float,
+        unusual_kinds: Iterable[str] = (),
     ) -> None:
         """A batch is finished (written and checkpointed, or scored in a dry run)."""
         m, shard = self.metrics, self.shard_id
         m.predictions_written.labels(shard).inc(predictions)
         for reason, count in collections.Counter(dead_letter_reasons).items():
             m.dead_letters.labels(shard, str(reason)).inc(count)
+        for kind, count in collections.Counter(unusual_kinds).items():
+            m.unusual_rides.labels(shard, str(kind)).inc(count)
         m.batches.labels(shard).inc()
         m.batch_duration.labels(shard).observe(seconds)
         m.newest_record_timestamp.labels(shard).set(newest_arrival_millis / 1000)
 
     def batch_failed(self) -> None:
         self.metrics.batch_failures.labels(self.shard_id).inc()
+
+    def model_broken(self) -> None:
+        self.metrics.model_broken.labels(self.shard_id).inc()
 
     def checkpointed(self) -> None:
         self.metrics.checkpoints.labels(self.shard_id).inc()

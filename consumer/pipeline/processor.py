@@ -2,9 +2,10 @@
 stdin/stdout through amazon_kclpy's KCLProcess.
 
 A batch is decoded, validated, scored, encoded, written (dead letters and predictions) and only then
-checkpointed at its last record. A batch that cannot be completed stops this process with exit status 1:
-amazon_kclpy would otherwise swallow the exception and the daemon would hand over the next batch, losing this one.
-When the child exits the daemon stops too; the restart resumes from the last checkpoint.
+checkpointed at its last record, all within one deadline (:mod:`consumer.pipeline.deadline`). A batch that cannot
+be completed (a sink or the checkpoint gave up, the deadline passed, the model is broken) stops this process with
+exit status 1: amazon_kclpy would otherwise swallow the exception and the daemon would hand over the next batch,
+losing this one. When the child exits the daemon stops too; the restart resumes from the last checkpoint.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from amazon_kclpy.v3.processor import RecordProcessorBase
 from prometheus_client import CollectorRegistry
 from structlog.typing import FilteringBoundLogger
 
-from consumer.errors import CheckpointFailed
+from consumer.errors import CheckpointFailed, ModelBroken
+from consumer.model.features import PROBE_RIDES, Ride
 from consumer.pipeline.batch import KclRecord, Model, decode_records, encode, expire_stale, score
 from consumer.pipeline.checkpointing import Checkpointed, Checkpointer, checkpoint
+from consumer.pipeline.deadline import Deadline
 from consumer.pipeline.meter import ShardMeter, ShardMetrics
 from consumer.pipeline.sink import Sink
 
@@ -81,8 +84,11 @@ class RideProcessor(RecordProcessorBase):  # type: ignore[misc]  # amazon_kclpy 
         input_stream: str,
         test_run: bool = False,
         max_record_age_seconds: float | None = None,
+        batch_deadline_seconds: float | None = None,
+        probe_rides: Sequence[Ride] = PROBE_RIDES,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
         metrics: ShardMetrics | None = None,
     ) -> None:
         self._model = model
@@ -93,7 +99,10 @@ class RideProcessor(RecordProcessorBase):  # type: ignore[misc]  # amazon_kclpy 
         self._test_run = test_run
         self._sleep = sleep
         self._max_record_age = max_record_age_seconds
+        self._batch_deadline = batch_deadline_seconds
+        self._probe = probe_rides
         self._clock = clock
+        self._monotonic = monotonic
         self._metrics = metrics or ShardMetrics.create(CollectorRegistry())  # a private registry when not given
         self._shard_id = "unknown"
         self._meter: ShardMeter = self._metrics.for_shard(self._shard_id, clock=clock)
@@ -128,6 +137,10 @@ class RideProcessor(RecordProcessorBase):  # type: ignore[misc]  # amazon_kclpy 
             self._meter.batch_received(len(records), millis_behind_latest)
             try:
                 self._process_batch(records, process_records_input.checkpointer)
+            except ModelBroken as exc:  # not the rides' fault: none is dead-lettered, the batch is replayed
+                self._meter.batch_failed()
+                self._meter.model_broken()
+                self._stop("model_broken", exc)
             except Exception as exc:  # noqa: BLE001 - returning would let the daemon skip this batch
                 self._meter.batch_failed()
                 self._stop("batch_failed", exc)
@@ -162,14 +175,19 @@ class RideProcessor(RecordProcessorBase):  # type: ignore[misc]  # amazon_kclpy 
     def _process_batch(self, records: Sequence[KclRecord], checkpointer: Checkpointer) -> None:
         if not records:
             return
+        deadline = Deadline(self._batch_deadline, clock=self._monotonic)
         started = time.perf_counter()
         accepted, rejected = decode_records(records, self._shard_id)
+        for item in accepted:
+            if item.unusual:
+                self._log.debug("unusual_ride", kinds=item.unusual, sequence_number=item.source.sequence_number)
         fresh, stale = expire_stale(
             accepted, now_millis=int(self._clock() * 1000), max_age_seconds=self._max_record_age
         )
         with self._meter.scoring():
-            scored, failed = score(self._model, fresh)
+            scored, failed = score(self._model, fresh, probe=self._probe, deadline=deadline)
         dead = rejected + stale + failed
+        unusual = [kind for item in accepted for kind in item.unusual]
         encoded = encode(scored, dead, version=self._version, input_stream=self._input_stream)
         last = (records[-1].sequence_number, records[-1].sub_sequence_number)
         log = self._log.bind(
@@ -183,22 +201,24 @@ class RideProcessor(RecordProcessorBase):  # type: ignore[misc]  # amazon_kclpy 
             self._meter.batch_done(
                 predictions=0,
                 dead_letter_reasons=(),
+                unusual_kinds=unusual,
                 newest_arrival_millis=newest,
                 seconds=time.perf_counter() - started,
             )
             return
         if encoded.dead_letters:
             with self._meter.put("dead_letters"):
-                self._dead_letters.put(encoded.dead_letters)
+                self._dead_letters.put(encoded.dead_letters, deadline=deadline)
         if encoded.predictions:
             with self._meter.put("predictions"):
-                self._predictions.put(encoded.predictions)
+                self._predictions.put(encoded.predictions, deadline=deadline)
         self._last_written = last
-        self._checkpoint(checkpointer, *last)
+        self._checkpoint(checkpointer, *last, deadline=deadline)
         seconds = time.perf_counter() - started
         self._meter.batch_done(
             predictions=len(encoded.predictions),
             dead_letter_reasons=[item.reason for item in dead],
+            unusual_kinds=unusual,
             newest_arrival_millis=newest,
             seconds=seconds,
         )
@@ -211,11 +231,18 @@ class RideProcessor(RecordProcessorBase):  # type: ignore[misc]  # amazon_kclpy 
         )
 
     def _checkpoint(
-        self, checkpointer: Checkpointer, sequence_number: str | None, sub_sequence_number: int | None
+        self,
+        checkpointer: Checkpointer,
+        sequence_number: str | None,
+        sub_sequence_number: int | None,
+        *,
+        deadline: Deadline | None = None,
     ) -> None:
-        """Checkpoint at a record (None: at SHARD_END, the end of what was delivered)."""
+        """Checkpoint at a record (None: at SHARD_END, the end of what was delivered), within ``deadline``."""
         try:
-            outcome = checkpoint(checkpointer, sequence_number, sub_sequence_number, sleep=self._sleep, log=self._log)
+            outcome = checkpoint(
+                checkpointer, sequence_number, sub_sequence_number, sleep=self._sleep, log=self._log, deadline=deadline
+            )
         except CheckpointFailed as exc:
             self._meter.checkpoint_failed(exc.error)
             raise

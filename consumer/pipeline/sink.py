@@ -1,7 +1,9 @@
 """Writing events to a Kinesis stream: PutRecords in chunks within the service limits, resending only what failed.
 
-A :class:`Sink` either writes every entry it is given or raises :class:`~consumer.errors.SinkError`; the
-processor checkpoints only after ``put`` returns. :class:`MemorySink` is the in-memory twin for tests.
+A :class:`Sink` either writes every entry it is given or raises :class:`~consumer.errors.SinkError` (or
+:class:`~consumer.errors.BatchDeadlineExceeded` when the batch's :class:`~consumer.pipeline.deadline.Deadline`
+passes first); the processor checkpoints only after ``put`` returns. :class:`MemorySink` is the in-memory twin for
+tests.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from structlog.typing import FilteringBoundLogger
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from consumer.errors import SinkError
+from consumer.pipeline.deadline import Deadline
 
 if TYPE_CHECKING:  # boto3-stubs, a development dependency
     from mypy_boto3_kinesis import KinesisClient
@@ -85,13 +88,13 @@ class Sink(Protocol):
     """Where events go.
 
     Contract: ``put`` returns only when every entry is durably accepted by the stream (with where each one landed,
-    in the order given), and raises :class:`SinkError` otherwise. Entries may be written more than once
-    (at-least-once) but never dropped.
+    in the order given), and raises :class:`SinkError` otherwise, or :class:`BatchDeadlineExceeded` when
+    ``deadline`` passes first. Entries may be written more than once (at-least-once) but never dropped.
     """
 
     stream_name: str
 
-    def put(self, entries: Sequence[Entry]) -> list[PutResult]: ...
+    def put(self, entries: Sequence[Entry], *, deadline: Deadline | None = None) -> list[PutResult]: ...
 
 
 def chunked(entries: Sequence[Entry]) -> Iterator[list[Entry]]:
@@ -127,7 +130,9 @@ class KinesisSink:
     """PutRecords to one stream with capped exponential backoff and full jitter between attempts.
 
     Only the entries that failed are sent again (matched by position in the response). The boto3 client should
-    have its own retries off (``max_attempts=1``) so that this loop is the only one and its budget is known.
+    have its own retries off (``max_attempts=1``) so that this loop is the only one and its budget is known. The
+    budget is ``max_attempts`` per chunk, within the batch's deadline: no call starts after it, and no backoff
+    that would end after it is waited.
     """
 
     def __init__(
@@ -149,17 +154,29 @@ class KinesisSink:
         self._on_retry = on_retry
         self._log: FilteringBoundLogger = structlog.get_logger(stream_name=stream_name)
 
-    def put(self, entries: Sequence[Entry]) -> list[PutResult]:
+    def put(self, entries: Sequence[Entry], *, deadline: Deadline | None = None) -> list[PutResult]:
+        deadline = deadline or Deadline.none()
         written: list[PutResult] = []
         for chunk in chunked(entries):
-            written.extend(self._put_chunk(chunk))
+            written.extend(self._put_chunk(chunk, deadline))
         return written
 
-    def _put_chunk(self, chunk: list[Entry]) -> list[PutResult]:
+    def _put_chunk(self, chunk: list[Entry], deadline: Deadline) -> list[PutResult]:
         results: list[PutResult | None] = [None] * len(chunk)
         pending = list(range(len(chunk)))  # positions in chunk still to write
+        out_of_time: list[bool] = []
+
+        def stop(state: RetryCallState) -> bool:
+            """The attempt budget is spent, or the next backoff would end after the deadline."""
+            if stop_after_attempt(self._max_attempts)(state):
+                return True
+            if not deadline.allows(state.upcoming_sleep):
+                out_of_time.append(True)
+                return True
+            return False
+
         retrying = Retrying(
-            stop=stop_after_attempt(self._max_attempts),
+            stop=stop,
             wait=self._wait,
             retry=retry_if_exception_type(_SomeNotWritten),
             sleep=self._sleep,
@@ -169,10 +186,16 @@ class KinesisSink:
         try:
             for attempt in retrying:
                 with attempt:
+                    deadline.check(f"before PutRecords to {self.stream_name} ({len(pending)} records to write)")
                     pending, cause = self._attempt(chunk, pending, results)
                     if pending:
                         raise _SomeNotWritten(cause, len(pending))
         except _SomeNotWritten as exc:
+            if out_of_time:
+                raise deadline.exceeded(
+                    f"while writing to {self.stream_name}: {exc.pending} of {len(chunk)} records still not written"
+                    f" (last error: {exc.cause})"
+                ) from None
             raise SinkError(
                 f"{exc.pending} of {len(chunk)} records still not written after {self._max_attempts} attempts "
                 f"(last error: {exc.cause})",
@@ -244,7 +267,9 @@ class MemorySink:
     written: list[Entry] = field(default_factory=list)
     fail_with: SinkError | None = None
 
-    def put(self, entries: Sequence[Entry]) -> list[PutResult]:
+    def put(self, entries: Sequence[Entry], *, deadline: Deadline | None = None) -> list[PutResult]:
+        if deadline is not None:
+            deadline.check(f"before writing to {self.stream_name}")
         if self.fail_with is not None:
             raise self.fail_with
         results: list[PutResult] = []
@@ -264,7 +289,7 @@ class NullSink:
     stream_name: str
     discarded: int = 0
 
-    def put(self, entries: Sequence[Entry]) -> list[PutResult]:
+    def put(self, entries: Sequence[Entry], *, deadline: Deadline | None = None) -> list[PutResult]:
         results: list[PutResult] = []
         for chunk in chunked(entries):
             self.discarded += len(chunk)

@@ -13,7 +13,8 @@ How: ``python -m consumer run`` starts ``python -m consumer.runtime.forkserver S
 worker onto those descriptors, which runs :func:`consumer.runtime.shard.main` exactly as a plain record processor would,
 and reports the worker's wait status back, so the record processor ends as the worker did (exit 1 on an
 unfinishable batch still stops the daemon). A worker dies with the server (parent-death signal); the server
-kills a worker whose record processor is gone; the server exits when the launcher does. Without a server the
+kills a worker whose record processor is gone, or could not be told which worker is its own; the server exits
+when the launcher does, even one killed by SIGKILL (parent-death signal). Without a server the
 record processor runs the shard itself (the plain path).
 """
 
@@ -40,7 +41,7 @@ from typing import NoReturn, cast
 from structlog.typing import FilteringBoundLogger
 
 from consumer.runtime.forkclient import FORWARDED_SIGNALS
-from consumer.runtime.process import die_with_parent
+from consumer.runtime.process import die_with_parent, tied_to_this_process
 
 __all__ = ["ForkServer", "main", "start"]
 
@@ -85,7 +86,11 @@ def socket_path_for(work_dir: Path) -> Path:
 
 def start(env: Mapping[str, str], work_dir: Path, *, timeout: float = 60.0) -> ForkServer:
     """Start the fork server with ``env`` (it needs PREPARED_MODEL_DIR) and wait until it serves.
-    Raise RuntimeError, with the reason, if it does not get there within ``timeout`` seconds."""
+    Raise RuntimeError, with the reason, if it does not get there within ``timeout`` seconds; anything raised
+    meanwhile (a stop signal) kills it first.
+
+    The server is tied to this process by the parent-death signal (SIGTERM: it stops its workers and goes), so a
+    caller killed by SIGKILL does not leave it behind; it also polls its parent, where that signal does not exist."""
     work_dir.mkdir(parents=True, exist_ok=True)
     path = socket_path_for(work_dir)
     process = subprocess.Popen(
@@ -93,20 +98,28 @@ def start(env: Mapping[str, str], work_dir: Path, *, timeout: float = 60.0) -> F
         env=dict(env),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
+        preexec_fn=tied_to_this_process(signal.SIGTERM),  # only prctl and getppid run in the child
     )
-    assert process.stdout is not None
-    selector = selectors.DefaultSelector()
-    selector.register(process.stdout, selectors.EVENT_READ)
-    line = b""
-    if selector.select(timeout=timeout):
-        line = process.stdout.readline()
-    selector.close()
-    process.stdout.close()
+    try:
+        line = _ready_line(process, timeout)
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
     if line != _READY:
         process.kill()
         status = process.wait()
         raise RuntimeError(f"the fork server did not start within {timeout:g}s (status {status}, said {line!r})")
     return ForkServer(process, path)
+
+
+def _ready_line(process: subprocess.Popen[bytes], timeout: float) -> bytes:
+    assert process.stdout is not None
+    with selectors.DefaultSelector() as selector, process.stdout:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        if selector.select(timeout=timeout):
+            return process.stdout.readline()
+    return b""
 
 
 # --- The server ---------------------------------------------------------------------------------------------------
@@ -157,6 +170,7 @@ class _Server:
         except BlockingIOError:
             return
         fds: list[int] = []
+        pid: int | None = None
         try:
             _, uid, _ = _PEERCRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
             conn.settimeout(5.0)
@@ -166,9 +180,17 @@ class _Server:
             pid = self._fork(fds, conn)
             conn.sendall(_HEADER.pack(b"P", pid))
         except (OSError, ValueError) as exc:
-            self._log.warning("fork_server_request_refused", error=f"{type(exc).__name__}: {exc}")
-            with contextlib.suppress(OSError):
-                conn.sendall(_HEADER.pack(b"E", 0))
+            error = f"{type(exc).__name__}: {exc}"
+            if pid is None:
+                self._log.warning("fork_server_request_refused", error=error)
+                with contextlib.suppress(OSError):
+                    conn.sendall(_HEADER.pack(b"E", 0))
+            else:
+                # Forked, but its record processor cannot learn which worker is its own: nobody would wait for
+                # that worker or end it. It goes now (and _reap collects it).
+                self._log.warning("fork_server_reply_failed", worker=pid, error=error, action="SIGKILL")
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             conn.close()
             return
         finally:
@@ -183,11 +205,12 @@ class _Server:
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
-            self._become_worker(fds)
+            self._become_worker(fds, conn)
         return pid
 
-    def _become_worker(self, fds: list[int]) -> NoReturn:
-        """In the child: drop the server's state, take the record processor's descriptors, run the shard."""
+    def _become_worker(self, fds: list[int], conn: socket.socket) -> NoReturn:
+        """In the child: drop the server's state (its sockets, this request's connection included: only the
+        server may answer the record processor), take the record processor's descriptors, run the shard."""
         try:
             die_with_parent(signal.SIGKILL)
             signal.set_wakeup_fd(-1)
@@ -195,7 +218,7 @@ class _Server:
                 signal.signal(signum, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.default_int_handler)  # KeyboardInterrupt, as in a fresh process
             self._selector.close()
-            for sock in (self._listener, self._wake_read, self._wake_write, *self._clients.values()):
+            for sock in (self._listener, self._wake_read, self._wake_write, conn, *self._clients.values()):
                 sock.close()
             for target, fd in zip((0, 1, 2), fds, strict=True):
                 os.dup2(fd, target)
@@ -220,7 +243,9 @@ class _Server:
         self._selector.unregister(conn)
 
     def _reap(self) -> None:
-        while self._clients:
+        """Collect every child that has ended (a worker whose reply failed has no client, but must not linger as a
+        zombie); tell each tracked worker's record processor how it ended."""
+        while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:

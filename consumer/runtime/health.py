@@ -5,38 +5,34 @@
 - ``/healthz`` (liveness): 200 while the launcher answers, the daemon has not exited and no record processor has
   been inside one call from the daemon for longer than the daemon's ``timeoutInSeconds``; 503 otherwise;
 - ``/readyz`` (readiness): 200 once the model is prepared and the daemon has initialised (its scheduler logged
-  "Initialization complete"), while the daemon runs; 503 before and after. A worker that holds no lease (more
-  pods than shards) is still ready.
+  "Initialization complete": consumer/runtime/daemonlog.py says why that line), while the daemon runs; 503 before
+  and after. A worker that holds no lease (more pods than shards) is still ready.
 
-Both health answers are JSON: ``{"status": "ok"|"fail", "checks": [...]}`` with one sentence per check.
-:class:`DaemonOutput` relays the daemon's stderr to the launcher's and notices the initialisation.
+Both health answers are JSON: ``{"status": "ok"|"fail", "checks": [...]}`` with one sentence per check. Every
+read of the shard processes' files goes through the state's :class:`~consumer.runtime.metricsfolder.MetricsFolder`.
 """
 
 from __future__ import annotations
 
-import datetime
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from socketserver import ThreadingMixIn
-from typing import IO, TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import orjson
 from prometheus_client import make_wsgi_app
 
-from consumer.runtime.logs import get_logger
 from consumer.runtime.metrics import PreparedModel, busy_processors, scrape_registry
+from consumer.runtime.metricsfolder import MetricsFolder
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-__all__ = ["INITIALIZED_MARKER", "Check", "DaemonOutput", "HealthServer", "LauncherState", "liveness", "readiness"]
-
-#: What the KCL Scheduler logs once its lease coordinator is up and its worker loop starts.
-INITIALIZED_MARKER = b"Initialization complete"
+__all__ = ["Check", "HealthServer", "LauncherState", "liveness", "readiness"]
 
 
 @dataclass(frozen=True)
@@ -58,7 +54,8 @@ class Polled(Protocol):
 
 class LauncherState:
     """What the launcher knows about its pod. Written by the launcher's main thread and the daemon-output relay,
-    read by the HTTP server's threads (single attribute writes; nothing needs a lock)."""
+    read by the HTTP server's threads (single attribute writes; nothing needs a lock). ``metrics``: the shard
+    processes' folder (``multiproc_dir`` compacted, unless another is given)."""
 
     def __init__(
         self,
@@ -66,8 +63,9 @@ class LauncherState:
         *,
         stuck_after_seconds: float = 180.0,
         clock: Callable[[], float] = time.time,
+        metrics: MetricsFolder | None = None,
     ) -> None:
-        self.multiproc_dir = multiproc_dir
+        self.metrics = metrics or MetricsFolder(multiproc_dir)
         self.stuck_after_seconds = stuck_after_seconds
         self.clock = clock
         self.model: PreparedModel | None = None
@@ -85,6 +83,10 @@ class LauncherState:
         self._daemon = process
         self.daemon_started_at = self.clock()
 
+    def daemon_initialized_now(self) -> None:
+        """The daemon has said it initialised (consumer/runtime/daemonlog.py)."""
+        self.daemon_initialized = True
+
     def daemon_running(self) -> bool:
         return self._daemon is not None and self._daemon.poll() is None
 
@@ -98,7 +100,7 @@ def liveness(state: LauncherState) -> Check:
     if state.daemon_started_at is not None and not state.daemon_running():
         problems.append("the daemon has exited")
     now = state.clock()
-    for shard_id, since in sorted(busy_processors(state.multiproc_dir).items()):
+    for shard_id, since in sorted(busy_processors(state.metrics).items()):
         if now - since > state.stuck_after_seconds:
             problems.append(
                 f"the processor of {shard_id} has been inside one call for {now - since:.0f} s "
@@ -160,7 +162,7 @@ class HealthServer:
     def _app(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")
         if path == "/metrics":
-            metrics: WSGIApplication = make_wsgi_app(scrape_registry(self._state.multiproc_dir, self._state))
+            metrics: WSGIApplication = make_wsgi_app(scrape_registry(self._state.metrics, self._state))
             return metrics(environ, start_response)
         if path == "/healthz":
             check = liveness(self._state)
@@ -172,49 +174,3 @@ class HealthServer:
         status = "200 OK" if check.ok else "503 Service Unavailable"
         start_response(status, [("Content-Type", "application/json")])
         return [check.body()]
-
-
-class DaemonOutput:
-    """Relays the daemon's stderr to ``out`` line by line, and marks the state initialised when the scheduler
-    says so.
-
-    The daemon's stderr carries its own lines (JSON, by properties/logback.xml) and every line its record
-    processors log (JSON, by structlog). A line that is not JSON (the JVM's own messages, a usage error) is
-    wrapped into one, so the container's output is JSON lines throughout.
-    """
-
-    def __init__(self, stream: IO[bytes], out: IO[bytes], state: LauncherState) -> None:
-        self._stream = stream
-        self._out = out
-        self._state = state
-        self._thread = threading.Thread(target=self._relay, name="daemon-output", daemon=True)
-
-    def start(self) -> DaemonOutput:
-        self._thread.start()
-        return self
-
-    def join(self, timeout: float) -> None:
-        self._thread.join(timeout)
-
-    def _relay(self) -> None:
-        for line in self._stream:
-            if not self._state.daemon_initialized and INITIALIZED_MARKER in line:
-                self._state.daemon_initialized = True
-                get_logger().info("daemon_initialized")
-            self._out.write(line if line.startswith(b"{") else _as_json(line))
-            self._out.flush()
-
-
-def _as_json(line: bytes) -> bytes:
-    return (
-        orjson.dumps(
-            {
-                "timestamp": datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z"),
-                "level": "error",
-                "component": "kcl",
-                "event": line.decode("utf-8", errors="replace").rstrip("\r\n"),
-                "unstructured": True,
-            }
-        )
-        + b"\n"
-    )

@@ -5,8 +5,9 @@
 3. prepares the model once per pod (resolve MODEL_URI with MLflow, download, write the lean artifact that the
    shard processes load without importing MLflow);
 4. renders the daemon's properties from the template (KCL_PROPERTIES_TEMPLATE) and the settings;
-5. starts the MultiLangDaemon in its own process group, forwards SIGTERM/SIGINT to it, and exits with its status
-   (0 when it stopped because we asked it to).
+5. starts the fork server and the MultiLangDaemon, and supervises the daemon (consumer/runtime/supervision.py):
+   SIGTERM/SIGINT are taken before any of this starts; it exits 0 only when the daemon stopped because it was
+   asked to.
 
 From the start it serves /metrics, /healthz and /readyz on METRICS_PORT (consumer/runtime/health.py), after emptying
 PROMETHEUS_MULTIPROC_DIR, which it hands to the daemon (and so to every shard process) in the environment.
@@ -21,26 +22,34 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
-from types import FrameType
 
 import structlog
 
 from consumer.errors import DaemonSetupError
 from consumer.model.prepared import read_metadata, scoring_path
 from consumer.runtime.daemon import daemon_command, parse_properties, properties_overrides, render_properties
+from consumer.runtime.daemonlog import DaemonOutput
 from consumer.runtime.forkclient import SOCKET_VARIABLE
 from consumer.runtime.forkserver import ForkServer
 from consumer.runtime.forkserver import start as start_fork_server
-from consumer.runtime.health import DaemonOutput, HealthServer, LauncherState
+from consumer.runtime.health import HealthServer, LauncherState
 from consumer.runtime.jars import JarLock, read_lock, verify_jars
 from consumer.runtime.logs import get_logger
 from consumer.runtime.settings import Settings
+from consumer.runtime.supervision import (
+    KILL_MARGIN_SECONDS,
+    StopRequested,
+    StopSignals,
+    exit_status,
+    start_daemon,
+    supervise,
+)
 
-__all__ = ["prepare_daemon", "run"]
+__all__ = ["check_batch_deadline", "prepare_daemon", "run"]
 
-#: Extra seconds the daemon gets after its own shutdown grace before the launcher kills it.
-KILL_MARGIN_SECONDS = 15.0
+#: Room between a batch's deadline and the daemon's timeoutInSeconds: a step that began just before the deadline
+#: (one PutRecords call: 5 s to connect, 10 s to read; one checkpoint round trip through the daemon) still ends.
+DEADLINE_MARGIN_SECONDS = 30.0
 
 
 def prepare_daemon(
@@ -55,10 +64,29 @@ def prepare_daemon(
     verified = verify_jars(settings.kcl_jar_dir, lock)
     log.info("kcl_jars_verified", jars=verified, directory=str(settings.kcl_jar_dir), kcl=lock.kcl_version)
 
+    # The properties first: a deadline that does not fit stops start-up before the model is downloaded.
+    settings.consumer_work_dir.mkdir(parents=True, exist_ok=True)
+    properties = settings.consumer_work_dir / "consumer.properties"
+    template = settings.kcl_properties_template
+    try:
+        text = template.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise DaemonSetupError(f"KCL_PROPERTIES_TEMPLATE={template}: cannot read it: {exc}") from exc
+    rendered = render_properties(text, properties_overrides(settings))
+    check_batch_deadline(settings.batch_deadline_seconds, parse_properties(rendered))
+    properties.write_text(rendered)
+    log.info("properties_rendered", path=str(properties))
+
+    log.info("model_preparing", model_uri=settings.model_uri)
     from consumer.model.prepare import prepare  # imports MLflow: the launcher pays for it once per pod
 
     started = time.perf_counter()
-    prepared = prepare(settings.model_uri, settings.model_cache_dir)
+    prepared = prepare(
+        settings.model_uri,
+        settings.model_cache_dir,
+        allow_pickle=settings.allow_pickle_models,
+        trusted_types=settings.model_trusted_types,
+    )
     seconds = time.perf_counter() - started
     metadata = read_metadata(prepared)
     structlog.contextvars.bind_contextvars(model_version=str(metadata["version"]))  # on every later launcher line
@@ -74,21 +102,24 @@ def prepare_daemon(
             seconds,
         )
 
-    settings.consumer_work_dir.mkdir(parents=True, exist_ok=True)
-    properties = settings.consumer_work_dir / "consumer.properties"
-    template = settings.kcl_properties_template
-    try:
-        text = template.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise DaemonSetupError(f"KCL_PROPERTIES_TEMPLATE={template}: cannot read it: {exc}") from exc
-    properties.write_text(render_properties(text, properties_overrides(settings)))
-    log.info("properties_rendered", path=str(properties))
-
     env = dict(os.environ)
     env["PREPARED_MODEL_DIR"] = str(prepared)
     # Set before any shard process starts, so prometheus_client is in multiprocess mode from its first import.
     env["PROMETHEUS_MULTIPROC_DIR"] = str(settings.prometheus_multiproc_dir)
     return daemon_command(settings, properties), env
+
+
+def check_batch_deadline(deadline_seconds: float, properties: dict[str, str]) -> None:
+    """A batch must fail on its own deadline before the daemon's ``timeoutInSeconds`` halts the whole worker: the
+    deadline plus :data:`DEADLINE_MARGIN_SECONDS` (the last step, begun just before the deadline) must fit in it.
+    No ``timeoutInSeconds`` means the daemon never halts a processor: any deadline fits."""
+    timeout = _property_number(properties, "timeoutInSeconds")
+    if timeout is not None and deadline_seconds + DEADLINE_MARGIN_SECONDS > timeout:
+        raise DaemonSetupError(
+            f"BATCH_DEADLINE_SECONDS={deadline_seconds:g} does not leave {DEADLINE_MARGIN_SECONDS:g} s before the"
+            f" daemon's timeoutInSeconds={timeout} (KCL_PROPERTIES_TEMPLATE, KCL_EXTRA_PROPERTIES): lower the"
+            f" deadline to at most {timeout - DEADLINE_MARGIN_SECONDS:g} or raise timeoutInSeconds"
+        )
 
 
 def _start_fork_server(settings: Settings, env: dict[str, str]) -> ForkServer | None:
@@ -112,14 +143,6 @@ def _property_number(properties: dict[str, str], name: str) -> int | None:
     return int(value) if value.isdigit() else None
 
 
-def _empty_metrics_dir(directory: Path) -> None:
-    """The shard processes' metric files of a previous run of this pod would count twice: remove them (only the
-    ``*.db`` files prometheus_client writes, in case the directory is shared with something else)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    for path in directory.glob("*.db"):
-        path.unlink()
-
-
 def _start_health_server(settings: Settings, state: LauncherState) -> HealthServer:
     try:
         server = HealthServer(state, settings.metrics_host, settings.metrics_port).start()
@@ -132,73 +155,55 @@ def _start_health_server(settings: Settings, state: LauncherState) -> HealthServ
 
 
 def run(settings: Settings, *, jar_lock: JarLock | None = None) -> int:
-    """Start the daemon and supervise it; return the exit status for the process. ``jar_lock``: see
-    :func:`prepare_daemon`."""
-    _empty_metrics_dir(settings.prometheus_multiproc_dir)
-    state = LauncherState(settings.prometheus_multiproc_dir)
-    server = _start_health_server(settings, state)
-    try:
-        return _run(settings, state, jar_lock)
-    finally:
-        server.stop()
+    """Start the daemon and supervise it; return the exit status for the process. A stop (SIGTERM, SIGINT) before
+    the daemon runs ends start-up where it is, with 0. ``jar_lock``: see :func:`prepare_daemon`."""
+    with StopSignals() as stop:
+        try:
+            state = LauncherState(settings.prometheus_multiproc_dir)
+            state.metrics.empty()
+            server = _start_health_server(settings, state)
+            try:
+                return _run(settings, state, stop, jar_lock)
+            finally:
+                server.stop()
+        except StopRequested:
+            get_logger().info("stopped_during_start_up", signal=stop.signal_name)
+            return 0
 
 
-def _run(settings: Settings, state: LauncherState, jar_lock: JarLock | None) -> int:
-    log = get_logger()
+def _run(settings: Settings, state: LauncherState, stop: StopSignals, jar_lock: JarLock | None) -> int:
     command, env = prepare_daemon(settings, state=state, jar_lock=jar_lock)
     fork_server = _start_fork_server(settings, env)
+    try:
+        return _run_daemon(settings, state, stop, command, env)
+    finally:
+        if fork_server is not None:
+            fork_server.stop()  # after the daemon: every record processor, and so every worker, has ended
+
+
+def _run_daemon(
+    settings: Settings, state: LauncherState, stop: StopSignals, command: list[str], env: dict[str, str]
+) -> int:
     properties = parse_properties((settings.consumer_work_dir / "consumer.properties").read_text())
     grace = (_property_number(properties, "shutdownGraceMillis") or 0) / 1000
     state.stuck_after_seconds = float(_property_number(properties, "timeoutInSeconds") or 180)
-    # The daemon's stderr goes through the launcher: DaemonOutput relays it and notices the initialisation.
-    daemon = subprocess.Popen(
-        command, env=env, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
-    )
+    # The daemon's stderr goes through the launcher: DaemonOutput relays it, notices the initialisation and keeps
+    # its last complaints, the cause of an exit nobody asked for.
+    with stop.deferred():
+        daemon = start_daemon(command, env, stderr=subprocess.PIPE)
+        stop.daemon_started(daemon)
     state.daemon_started(daemon)
     assert daemon.stderr is not None
-    relay = DaemonOutput(daemon.stderr, sys.stderr.buffer, state).start()
-    log.info("daemon_started", pid=daemon.pid, worker_id=settings.kcl_worker_id, stream=settings.input_stream_name)
-
-    stop_requested_at: list[float] = []  # monotonic time of the first stop signal
-
-    def forward(signum: int, _frame: FrameType | None) -> None:
-        if not stop_requested_at:
-            log.info("stop_requested", signal=signal.Signals(signum).name, grace_seconds=grace)
-            # The daemon's shutdown hook drains: shutdownRequested reaches every processor, which checkpoints.
-            daemon.send_signal(signal.SIGTERM)
-            stop_requested_at.append(time.monotonic())
-
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    output = DaemonOutput(daemon.stderr, sys.stderr.buffer, state.daemon_initialized_now).start()
+    get_logger().info(
+        "daemon_started", pid=daemon.pid, worker_id=settings.kcl_worker_id, stream=settings.input_stream_name
+    )
     try:
-        status = _supervise(daemon, stop_requested_at, deadline_after_stop=grace + KILL_MARGIN_SECONDS)
+        status = supervise(daemon, stop, deadline_after_stop=grace + KILL_MARGIN_SECONDS)
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        relay.join(timeout=5)
+        output.join(timeout=5)
         # A record processor the daemon left behind (e.g. hung in a call when timeoutInSeconds halted the JVM)
         # would outlive it and keep writing; the daemon started them all in its own process group.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(daemon.pid, signal.SIGKILL)
-        if fork_server is not None:
-            fork_server.stop()  # after the daemon: every record processor, and so every worker, has ended
-
-    if stop_requested_at and status in (0, 128 + signal.SIGTERM, -signal.SIGTERM):
-        log.info("daemon_stopped", status=status)
-        return 0
-    if status:
-        log.error("daemon_exited", status=status)
-    else:
-        log.info("daemon_exited", status=status)
-    return status if status >= 0 else 128 - status
-
-
-def _supervise(daemon: subprocess.Popen[bytes], stop_requested_at: list[float], deadline_after_stop: float) -> int:
-    """Wait for the daemon; kill its process group if it outlives its shutdown grace."""
-    while True:
-        try:
-            return daemon.wait(timeout=1.0)
-        except subprocess.TimeoutExpired:
-            pass
-        if stop_requested_at and time.monotonic() - stop_requested_at[0] > deadline_after_stop:
-            get_logger().error("daemon_kill", reason="did not stop within the shutdown grace")
-            os.killpg(daemon.pid, signal.SIGKILL)
+    return exit_status(status, stop, output)

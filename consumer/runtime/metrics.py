@@ -1,33 +1,28 @@
 """The pod's Prometheus exporter, run by the launcher: what one ``/metrics`` request serves.
 
-:func:`scrape_registry` builds a fresh registry with a ``MultiProcessCollector`` over the shard processes' files
-(:mod:`consumer.pipeline.meter` writes them) plus :class:`LauncherCollector`, the launcher's own metrics (the model,
-the daemon, readiness) read from a :class:`LauncherFacts` at each scrape. :func:`forget_dead_processes` removes the
-live-gauge files of a shard process that was killed (one that exits removes its own).
+:func:`scrape_registry` builds a fresh registry with every value in the shard processes' files
+(:mod:`consumer.pipeline.meter` writes them, :mod:`consumer.runtime.metricsfolder` reads and compacts them) plus
+:class:`LauncherCollector`, the launcher's own metrics (the model, the daemon, readiness) read from a
+:class:`LauncherFacts` at each scrape.
 """
 
 from __future__ import annotations
 
-import contextlib
-import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import NotRequired, Protocol, TypedDict
 
-import psutil
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 
 from consumer.pipeline.meter import BUSY_SINCE, PREFIX
+from consumer.runtime.metricsfolder import MetricsFolder
 
 __all__ = [
     "LauncherCollector",
     "LauncherFacts",
     "PreparedModel",
     "busy_processors",
-    "forget_dead_processes",
     "scrape_registry",
 ]
 
@@ -101,31 +96,11 @@ class LauncherCollector(Collector):
         )
 
 
-_LIVE_GAUGE_FILE = re.compile(r"^gauge_live\w+_(\d+)\.db$")
-
-
-def forget_dead_processes(directory: Path) -> list[int]:
-    """Remove the live-gauge files of processes that no longer exist (a killed shard process cannot do it
-    itself); return their pids. Counters and histograms stay: a dead process's counts are still counts."""
-    dead = sorted(
-        {
-            int(match.group(1))
-            for path in directory.glob("gauge_live*.db")
-            if (match := _LIVE_GAUGE_FILE.match(path.name)) and not psutil.pid_exists(int(match.group(1)))
-        }
-    )
-    for pid in dead:
-        with contextlib.suppress(FileNotFoundError):  # a scrape and a probe may sweep at the same moment
-            mark_process_dead(pid, str(directory))
-    return dead
-
-
-def busy_processors(directory: Path) -> dict[str, float]:
+def busy_processors(folder: MetricsFolder) -> dict[str, float]:
     """Shard id -> when its processor started the call it is still inside (Unix seconds), for each live process
-    that is busy now."""
-    forget_dead_processes(directory)
+    that is busy now. Reads the live processes' busy gauges only."""
     busy: dict[str, float] = {}
-    for metric in MultiProcessCollector(None, path=str(directory)).collect():
+    for metric in folder.live_gauges("livemax"):
         if metric.name == BUSY_SINCE:
             for sample in metric.samples:
                 if sample.value > 0:
@@ -133,12 +108,21 @@ def busy_processors(directory: Path) -> dict[str, float]:
     return busy
 
 
-def scrape_registry(directory: Path, facts: LauncherFacts | None = None) -> CollectorRegistry:
-    """A fresh registry for one scrape: every shard process's files in ``directory``, plus the launcher's
-    metrics."""
-    forget_dead_processes(directory)
+class _Collected(Collector):
+    """Metrics already read (under the folder's lock), served as they are."""
+
+    def __init__(self, metrics: list[Metric]) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._metrics)
+
+
+def scrape_registry(folder: MetricsFolder, facts: LauncherFacts | None = None) -> CollectorRegistry:
+    """A fresh registry for one scrape: every shard process's values in the folder (the dead ones' included),
+    plus the launcher's metrics."""
     registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=str(directory))
+    registry.register(_Collected(folder.collect()))
     if facts is not None:
         registry.register(LauncherCollector(facts))
     return registry

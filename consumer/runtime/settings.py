@@ -1,8 +1,10 @@
-"""One typed settings object, read from the environment once, at start-up.
+"""The typed settings, read from the environment once, at start-up.
 
 Nothing reads the environment at import time. The launcher and every shard process build ``Settings``
-with :func:`load_settings`; a bad or missing value stops start-up with :class:`~consumer.errors.SettingsError`,
-whose message names the environment variable.
+with :func:`load_settings`; the batch command and the web endpoint (:mod:`consumer.serving`) build
+``ServingSettings`` with :func:`load_serving_settings`. Both share :class:`ModelSettings`, the model's settings, so
+a setting of the model means the same in every deployment. A bad or missing value stops start-up with
+:class:`~consumer.errors.SettingsError`, whose message names the environment variable.
 """
 
 from __future__ import annotations
@@ -14,14 +16,23 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AliasChoices, Field, HttpUrl, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, HttpUrl, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from consumer.errors import SettingsError
+from consumer.model.trust import DEFAULT_TRUSTED_TYPES
 from consumer.runtime.jars import default_jar_dir
 from consumer.runtime.resources import PROPERTIES_TEMPLATE
 
-__all__ = ["ClientVersionConfig", "InitialPosition", "Settings", "load_settings"]
+__all__ = [
+    "ClientVersionConfig",
+    "InitialPosition",
+    "ModelSettings",
+    "ServingSettings",
+    "Settings",
+    "load_serving_settings",
+    "load_settings",
+]
 
 StreamName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[a-zA-Z0-9_.-]+$")]
 
@@ -43,10 +54,41 @@ class ClientVersionConfig(StrEnum):
     COMPATIBLE_WITH_2X = "CLIENT_VERSION_CONFIG_COMPATIBLE_WITH_2X"
 
 
-class Settings(BaseSettings):
-    """Everything the launcher and the record processors need. Field names are the environment variables."""
+class ModelSettings(BaseSettings):
+    """What every deployment of the model needs: the stream's launcher and shards, the batch command and the web
+    endpoint. Field names are the environment variables."""
 
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+
+    # --- The model.
+    model_uri: str = Field(min_length=1, description="models:/name@alias, models:/name/N, runs:/, s3:// or a dir.")
+    model_cache_dir: Path = Field(default=Path("/tmp/consumer-model"), description="Where the model is prepared.")
+    prepared_model_dir: Path | None = Field(
+        default=None,
+        description="Set by the launcher for the shard processes (and by `serve` for its web server); not for users.",
+    )
+    allow_pickle_models: bool = Field(
+        default=False,
+        description="Accept pickle and cloudpickle models, which run code when loaded: only from a registry or a "
+        "bucket whose writers you trust.",
+    )
+    model_trusted_types: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=DEFAULT_TRUSTED_TYPES,
+        description="Comma-separated type names a skops model may need beyond skops' defaults; the default covers "
+        "a DictVectorizer and scikit-learn's tree ensembles in a Pipeline.",
+    )
+    log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$", description="Log level.")
+
+    @field_validator("model_trusted_types", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(name.strip() for name in value.split(",") if name.strip())
+        return value
+
+
+class Settings(ModelSettings):
+    """Everything the launcher and the record processors need. Field names are the environment variables."""
 
     # --- AWS: the standard variables, shared with boto3 and the daemon.
     aws_region: str = Field(
@@ -99,23 +141,21 @@ class Settings(BaseSettings):
         description="The daemon's CloudWatch metrics; default NONE with an endpoint override, else SUMMARY.",
     )
 
-    # --- The model.
-    model_uri: str = Field(min_length=1, description="models:/name@alias, models:/name/N, runs:/, s3:// or a dir.")
-    model_cache_dir: Path = Field(default=Path("/tmp/consumer-model"), description="Where the launcher prepares it.")
-    prepared_model_dir: Path | None = Field(
-        default=None, description="Set by the launcher for the shard processes; not for users."
-    )
-
     # --- Behaviour.
     test_run: bool = Field(default=False, description="Dry run: score and log, write nothing, never checkpoint.")
     put_max_attempts: int = Field(default=8, ge=1, le=30, description="PutRecords attempts before a shard stops.")
     put_backoff_max_seconds: float = Field(default=5.0, gt=0, le=60, description="Cap of the retry backoff.")
+    batch_deadline_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="Everything one batch does (scoring, writing with retries, checkpointing) must be over by then, "
+        "or the shard stops and replays it; below the daemon's timeoutInSeconds (checked at start-up).",
+    )
     max_record_age_seconds: float | None = Field(
         default=None,
         gt=0,
         description="Rides that arrived longer ago than this are dead-lettered as stale, not scored (off: unset).",
     )
-    log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$", description="Log level.")
 
     # --- Metrics and health.
     metrics_port: int = Field(
@@ -184,6 +224,35 @@ class Settings(BaseSettings):
         return "NONE" if uses_emulators else "SUMMARY"
 
 
+class ServingSettings(ModelSettings):
+    """What the batch command (``score``) and the web endpoint (``serve``) need besides the model."""
+
+    aws_region: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION"),
+        description="AWS region (`score` with s3:// paths; default: the SDK's).",
+    )
+    aws_endpoint_url_s3: HttpUrl | None = Field(
+        default=None, description="S3 endpoint override for `score`'s s3:// paths (an emulator)."
+    )
+
+    serve_host: str = Field(default="0.0.0.0", min_length=1, description="Address the web endpoint binds.")
+    serve_port: int = Field(
+        default=9696, ge=0, le=65535, description="Port of the web endpoint (the course's 9696); 0 picks a free one."
+    )
+    serve_workers: int = Field(
+        default=2, ge=1, le=64, description="Web worker processes, forked after the model is loaded (they share it)."
+    )
+    serve_threads: int = Field(default=4, ge=1, le=64, description="Threads per web worker (keep-alive connections).")
+    serve_max_body_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="Largest request body /predict reads; a larger one gets 413."
+    )
+    prometheus_multiproc_dir: Path = Field(
+        default=Path("/tmp/consumer-web-metrics"),
+        description="Where the web workers write their metrics; `serve` empties it at start.",
+    )
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -207,5 +276,13 @@ def load_settings() -> Settings:
     """Build Settings from the process environment; raise SettingsError naming every bad variable."""
     try:
         return Settings()  # pydantic-settings fills the fields from os.environ (the pydantic mypy plugin knows)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None
+
+
+def load_serving_settings() -> ServingSettings:
+    """Build ServingSettings from the process environment; raise SettingsError naming every bad variable."""
+    try:
+        return ServingSettings()
     except ValidationError as exc:
         raise SettingsError(_describe(exc)) from None

@@ -102,6 +102,7 @@ def main(stdin: TextIO | None = None, stdout: TextIO | None = None, stderr: Text
         input_stream=settings.input_stream_name,
         test_run=settings.test_run,
         max_record_age_seconds=settings.max_record_age_seconds,
+        batch_deadline_seconds=settings.batch_deadline_seconds,
         metrics=metrics,
     )
     GuardedKCLProcess(processor, input_file=stdin or sys.stdin, output_file=stdout or sys.stdout, error_file=err).run()

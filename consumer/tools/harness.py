@@ -44,7 +44,9 @@ LOCAL_KCL_PROPERTIES = '{"shardSyncIntervalMillis": "10000", "parentShardPollInt
 MODEL_NAME = "ride-duration"
 MODEL_ALIAS = "production"
 
-#: Records no consumer can score, one of each kind the processor must set aside (with the partition key used).
+#: Records no consumer can score, with the partition key used: every dead-letter reason a record can earn on its own
+#: (not UTF-8, not JSON, not an object, a missing or wrong-typed field, a ride id too long to be a partition key),
+#: ten in all. Unusual values (a negative or 99,999-mile trip, zone 999) are not here: such rides are scored.
 POISON_RECORDS: list[tuple[bytes, str]] = [
     (b"\xff\xfe\x00 not utf-8", "poison-1"),
     (b"{this is not json", "poison-2"),
@@ -52,9 +54,12 @@ POISON_RECORDS: list[tuple[bytes, str]] = [
     (b'{"ride_id": 1}', "poison-4"),
     (b'{"ride": {"PULocationID": "130", "DOLocationID": 205, "trip_distance": 3.66}, "ride_id": 5}', "poison-5"),
     (b'{"ride": {"PULocationID": 130, "DOLocationID": 205, "trip_distance": NaN}, "ride_id": 6}', "poison-6"),
-    (b'{"ride": {"PULocationID": 130, "DOLocationID": 205, "trip_distance": -2.5}, "ride_id": 7}', "poison-7"),
-    (b'{"ride": {"PULocationID": 130, "DOLocationID": 205, "trip_distance": 99999.0}, "ride_id": 8}', "poison-8"),
-    (b'{"ride": {"PULocationID": 999, "DOLocationID": 205, "trip_distance": 1.0}, "ride_id": 9}', "poison-9"),
+    (b'{"ride": "130_205", "ride_id": 7}', "poison-7"),
+    (
+        b'{"ride": {"PULocationID": 130, "DOLocationID": 205, "trip_distance": 1.0}, "ride_id": "' + b"8" * 300 + b'"}',
+        "poison-8",
+    ),
+    (b'{"ride": {"PULocationID": 130, "DOLocationID": 20.5, "trip_distance": 1.0}, "ride_id": 9}', "poison-9"),
     (b'{"ride": {"PULocationID": 130, "DOLocationID": 205}, "ride_id": 10}', "poison-10"),
 ]
 

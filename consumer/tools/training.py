@@ -176,17 +176,32 @@ def _log_model(
 
     mlflow.log_params(params)
     mlflow.log_metrics(metrics)
-    # No signature: pyfunc turns a signed input into a DataFrame, which DictVectorizer cannot read. The input
-    # example (a few feature dicts) documents the input instead; pyfunc.predict(list_of_dicts) still works.
     return mlflow.sklearn.log_model(
         pipeline,
         name="model",
         serialization_format=serialization_format,
         skops_trusted_types=list(SKOPS_TRUSTED_TYPES) if serialization_format == "skops" else None,
         input_example=example,
-        signature=False,
+        signature=_signature(pipeline, example),
         pip_requirements=_pip_requirements(serialization_format),
     )
+
+
+def _signature(pipeline: Any, example: list[dict[str, Any]]) -> Any:
+    """The model's signature: its input is a list of feature dicts (``PU_DO`` a string, ``trip_distance`` a double),
+    its output one duration per row.
+
+    MLflow's pyfunc enforces a column signature by building a DataFrame, which DictVectorizer cannot read; marked as
+    taken from the input example (MLflow's TypeFromExample, which ``mlflow.pyfunc`` sets for a model whose input is
+    a list), the pyfunc turns that DataFrame back into the example's form, a list of dicts. So MLflow's own check of
+    the serving input example, ``mlflow models serve`` and ``pyfunc.predict(list_of_dicts)`` all feed the pipeline
+    what it takes; the sklearn flavor (what the consumer loads) is unchanged.
+    """
+    from mlflow.models import infer_signature
+
+    signature = infer_signature(example, pipeline.predict(example))
+    signature._is_type_hint_from_example = True  # what update_signature_for_type_hint_from_example sets
+    return signature
 
 
 def _pip_requirements(serialization_format: str) -> list[str]:

@@ -1,9 +1,9 @@
 """Fixtures for the container tier: the project's podman (scripts/container_setup.sh), the image built from the real
 Dockerfile, and a model registered in a local MLflow store that the container reads through a read-only mount.
 
-The tier needs root and podman, so it runs on its own: ``make container-test`` (scripts/container_test.sh) sets
-``CONTAINER_TEST=1`` after preparing podman. In a plain ``pytest`` / ``make test`` run its tests are skipped with
-that reason; with ``CONTAINER_TEST=1`` a missing podman setup fails instead.
+The tier needs root and podman, so it runs on its own: ``make container-test`` (scripts/container_test.sh) prepares
+podman, then runs ``pytest -m container``; ``make test`` leaves the tier out. Without podman set up its tests are
+skipped with the reason (a failure under ``CI=true``).
 
 Figures (build time, image size, memory per process, durations) are collected in :data:`FIGURES` and printed at
 the end of the session; nothing asserts on them.
@@ -12,7 +12,6 @@ the end of the session; nothing asserts on them.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import time
 from collections.abc import Sequence
@@ -21,6 +20,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.models import ModelStore, RegisteredModel, train_and_register
+from tests.support.requirements import require_file, require_tool
+
 REPO = Path(__file__).resolve().parents[2]
 PODMAN_ENV_FILE = REPO / ".cache" / "container" / "env"
 IMAGE = "localhost/ride-duration-consumer:test"
@@ -28,15 +30,6 @@ IMAGE = "localhost/ride-duration-consumer:test"
 CA_BUNDLE_CANDIDATES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt")
 
 FIGURES: dict[str, str] = {}
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    if os.environ.get("CONTAINER_TEST") == "1":
-        return
-    skip = pytest.mark.skip(reason="the container tier needs root and podman: run `make container-test`")
-    for item in items:
-        if "tests/container/" in str(item.path):
-            item.add_marker(skip)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -75,8 +68,9 @@ def _podman_env(env_file: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def podman() -> Podman:
-    if shutil.which("podman") is None or not PODMAN_ENV_FILE.exists():
-        pytest.fail("podman is not set up: run `bash scripts/container_setup.sh` (as root)", pytrace=False)
+    hint = "run `make container-test` (as root: scripts/container_setup.sh sets podman up)"
+    require_tool("podman", hint)
+    require_file(PODMAN_ENV_FILE, hint)
     return Podman(_podman_env(PODMAN_ENV_FILE))
 
 
@@ -105,28 +99,12 @@ def image(podman: Podman, tmp_path_factory: pytest.TempPathFactory) -> str:
     return IMAGE
 
 
-@dataclass(frozen=True)
-class ModelStore:
-    """A model registered in a local MLflow store (sqlite + artifact folder) under ``root``."""
-
-    root: Path
-    tracking_uri: str
-    uri: str
-    version: str
-
-
 @pytest.fixture(scope="session")
-def model_store(tmp_path_factory: pytest.TempPathFactory) -> ModelStore:
+def model_store(tmp_path_factory: pytest.TempPathFactory) -> RegisteredModel:
     """The seed's pipeline on 20,000 real trips (20 trees, to keep the tier fast), registered @production."""
-    from consumer.tools.paths import DEFAULT_TRIPS
-    from consumer.tools.training import local_store, train
-
-    root = tmp_path_factory.mktemp("mlflow")
-    tracking_uri, artifacts = local_store(root)
-    result = train(
-        DEFAULT_TRIPS, tracking_uri=tracking_uri, artifact_location=artifacts, sample=20_000, n_estimators=20
-    )
+    model = train_and_register(ModelStore.at(tmp_path_factory.mktemp("mlflow")), sample=20_000, n_estimators=20)
     # The container (uid 10001) mounts the store read-only at the same path; let that user read it.
+    root = model.store.directory
     for path in [root, *root.rglob("*")]:
         path.chmod(path.stat().st_mode | (0o005 if path.is_dir() else 0o004))
-    return ModelStore(root, tracking_uri, "models:/ride-duration@production", result.version)
+    return model

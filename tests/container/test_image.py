@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.error
 import urllib.request
 import uuid
 from collections import defaultdict
 from pathlib import Path
 
-import boto3
 import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -24,6 +22,8 @@ from consumer.tools.paths import DEFAULT_TRIPS
 from consumer.tools.replay import put_payloads, replay
 from consumer.tools.tail import read_all
 from tests.container.conftest import FIGURES
+from tests.support.probes import http_get, json_lines
+from tests.support.stack import lease_table
 
 UID = 10001
 #: The writable paths of the image (see the Dockerfile); everything else is read-only.
@@ -44,27 +44,10 @@ def run_args(name: str, image: str, env: dict[str, str], read_only_mounts: list[
     return [*args, image]
 
 
-def http_get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-    except OSError:
-        return 0, ""
-
-
 def container_processes(podman, name: str) -> list[psutil.Process]:
     pid = int(podman("inspect", "--format", "{{.State.Pid}}", name).stdout.strip())
     root = psutil.Process(pid)
     return [root, *root.children(recursive=True)]
-
-
-def lease_checkpoints(endpoint: str, table: str) -> dict[str, str]:
-    dynamodb = boto3.client(
-        "dynamodb", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
-    )
-    return {item["leaseKey"]["S"]: item["checkpoint"]["S"] for item in dynamodb.scan(TableName=table)["Items"]}
 
 
 def metric_values(text: str) -> dict[str, float]:
@@ -76,17 +59,6 @@ def metric_values(text: str) -> dict[str, float]:
     return values
 
 
-def log_events(logs: str) -> list[dict]:
-    events = []
-    for line in logs.splitlines():
-        if line.startswith("{"):
-            try:
-                events.append(json.loads(line))
-            except ValueError:
-                continue
-    return events
-
-
 def test_image_without_settings_stops_naming_the_missing_variable(podman, image):
     result = podman("run", "--rm", "--read-only", image, check=False, timeout=60)
     assert result.returncode != 0
@@ -94,29 +66,21 @@ def test_image_without_settings_stops_naming_the_missing_variable(podman, image)
 
 
 def test_container_scores_rides_read_only_as_uid_10001_and_drains_on_podman_stop(
-    podman, image, model_store, local_stack, tmp_path
+    podman, image, model_store, local_stack, streams, trips_file, tmp_path
 ):
     suffix = uuid.uuid4().hex[:8]
-    streams = {"input": f"rides-{suffix}", "predictions": f"predictions-{suffix}", "dead": f"dead-{suffix}"}
-    local_stack.create_stream(streams["input"], 2)
-    local_stack.create_stream(streams["predictions"], 1)
-    local_stack.create_stream(streams["dead"], 1)
     kinesis = local_stack.kinesis_client()
     application = f"container-{suffix}"
     name = f"consumer-{suffix}"
     metrics_port = free_port()
 
-    first = replay(
-        DEFAULT_TRIPS, client=kinesis, stream_name=streams["input"], limit=1000, skip_invalid=True, progress=False
-    )
-    put_payloads(kinesis, streams["input"], POISON_RECORDS)
+    first = replay(trips_file, client=kinesis, stream_name=streams.input, limit=1000, skip_invalid=True, progress=False)
+    put_payloads(kinesis, streams.input, POISON_RECORDS)
     expected = first.records_sent + len(POISON_RECORDS)
 
     env = {
         **local_stack.env(),
-        "INPUT_STREAM_NAME": streams["input"],
-        "PREDICTIONS_STREAM_NAME": streams["predictions"],
-        "DEAD_LETTER_STREAM_NAME": streams["dead"],
+        **streams.env(),
         "KCL_APPLICATION_NAME": application,
         "KCL_INITIAL_POSITION": "TRIM_HORIZON",
         "KCL_WORKER_ID": name,
@@ -129,12 +93,12 @@ def test_container_scores_rides_read_only_as_uid_10001_and_drains_on_podman_stop
     }
     create_lease_table(local_stack.dynamodb_endpoint, application)  # KCL 3's index: dynalite cannot add it
     started = time.monotonic()
-    podman(*run_args(name, image, env, [str(model_store.root)]))
+    podman(*run_args(name, image, env, [str(model_store.store.directory)]))
     try:
         outputs = wait_for(
             lambda: (
-                len(read_all(kinesis, streams["predictions"], timeout=1))
-                + len(read_all(kinesis, streams["dead"], timeout=1))
+                len(read_all(kinesis, streams.predictions, timeout=1))
+                + len(read_all(kinesis, streams.dead_letters, timeout=1))
                 >= expected
                 or podman("inspect", "--format", "{{.State.Running}}", name).stdout.strip() != "true"
             ),
@@ -143,8 +107,8 @@ def test_container_scores_rides_read_only_as_uid_10001_and_drains_on_podman_stop
         )
         logs = podman("logs", name, check=False).stderr
         assert outputs, f"not every record came out in time; container log:\n{logs[-6000:]}"
-        predictions = read_all(kinesis, streams["predictions"], timeout=5)
-        dead_letters = read_all(kinesis, streams["dead"], timeout=5)
+        predictions = read_all(kinesis, streams.predictions, timeout=5)
+        dead_letters = read_all(kinesis, streams.dead_letters, timeout=5)
         assert len(predictions) == first.records_sent, f"container log:\n{logs[-6000:]}"
         assert sorted(item.event["prediction"]["ride_id"] for item in predictions) == sorted(first.ground_truth)
         assert {item.event["version"] for item in predictions} == {model_store.version}
@@ -170,16 +134,16 @@ def test_container_scores_rides_read_only_as_uid_10001_and_drains_on_podman_stop
 
         # A second wave, and the stop while it is being consumed: the drain must checkpoint what was written.
         replay(
-            DEFAULT_TRIPS,
+            trips_file,
             client=kinesis,
-            stream_name=streams["input"],
+            stream_name=streams.input,
             limit=1000,
             skip_rows=5000,
             start_ride_id=100_001,
             skip_invalid=True,
             progress=False,
         )
-        wait_for(lambda: len(read_all(kinesis, streams["predictions"], timeout=1)) > first.records_sent, timeout=60)
+        wait_for(lambda: len(read_all(kinesis, streams.predictions, timeout=1)) > first.records_sent, timeout=60)
     finally:
         stopping = time.monotonic()
         podman("stop", "--time", str(STOP_TIMEOUT), name, check=False, timeout=STOP_TIMEOUT + 30)
@@ -192,16 +156,17 @@ def test_container_scores_rides_read_only_as_uid_10001_and_drains_on_podman_stop
         FIGURES["container log"] = str(log_path)
 
     assert state["ExitCode"] == 0, f"exit status {state['ExitCode']} after podman stop; log:\n{logs[-6000:]}"
-    events = log_events(logs)
+    events = json_lines(logs)
     assert any(event.get("event") == "daemon_stopped" for event in events), logs[-6000:]
 
     # Checkpoint at the last written record: per shard, the lease's checkpoint is the highest input sequence
     # number whose prediction or dead letter is on an output stream.
     written: dict[str, int] = defaultdict(int)
-    for item in [*read_all(kinesis, streams["predictions"], timeout=5), *read_all(kinesis, streams["dead"], timeout=5)]:
+    out = [*read_all(kinesis, streams.predictions, timeout=5), *read_all(kinesis, streams.dead_letters, timeout=5)]
+    for item in out:
         shard, sequence, _ = item.event["event_id"].split(":")
         written[shard] = max(written[shard], int(sequence))
-    checkpoints = lease_checkpoints(local_stack.dynamodb_endpoint, application)
+    checkpoints = {shard: lease["checkpoint"] for shard, lease in lease_table(local_stack, application).items()}
     assert {shard: int(sequence) for shard, sequence in checkpoints.items()} == dict(written)
     shutdowns = [event for event in events if event.get("event") == "shutdown_requested"]
     assert len(shutdowns) == len(checkpoints), "every shard the container held was told to shut down"
@@ -265,3 +230,62 @@ def _no_leftover_containers(podman):
     leftovers = podman("ps", "--all", "--quiet", "--filter", "name=consumer-", check=False).stdout.split()
     if leftovers:
         podman("rm", "--force", *leftovers, check=False)
+
+
+def test_the_same_image_serves_the_web_endpoint_and_scores_a_month_file(podman, image, model_store, tmp_path):
+    """`serve` and `score` from the image, read-only as uid 10001, on the model the consumer scores with."""
+    import pyarrow.parquet as pq
+
+    suffix = uuid.uuid4().hex[:8]
+    name = f"consumer-web-{suffix}"
+    port = free_port()
+    model_env = {"MODEL_URI": model_store.uri, "MLFLOW_TRACKING_URI": model_store.tracking_uri}
+    env = {**model_env, "SERVE_HOST": "127.0.0.1", "SERVE_PORT": str(port)}
+    podman(*run_args(name, image, env, [str(model_store.store.directory)]), "serve")
+    try:
+        ready = wait_for(lambda: http_get(f"http://127.0.0.1:{port}/readyz")[0] == 200, timeout=180, interval=1)
+        logs = podman("logs", name, check=False).stderr
+        assert ready, f"serve did not become ready; log:\n{logs[-6000:]}"
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/predict",
+            data=b'{"PULocationID": 130, "DOLocationID": 205, "trip_distance": 3.66}',
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            answer = json.loads(response.read())
+        assert set(answer) == {"duration", "model_version"} and answer["model_version"] == model_store.version
+        assert {process.uids().real for process in container_processes(podman, name)} == {UID}
+        healthcheck = podman("healthcheck", "run", name, check=False)  # the image's HEALTHCHECK covers serve too
+        assert healthcheck.returncode == 0, healthcheck.stdout + healthcheck.stderr
+    finally:
+        podman("stop", "--time", "30", name, check=False, timeout=60)
+        state = json.loads(podman("inspect", name).stdout)[0]["State"]
+        logs = podman("logs", name, check=False).stderr
+        podman("rm", "--force", name, check=False)
+    assert state["ExitCode"] == 0, f"exit status {state['ExitCode']} after podman stop; log:\n{logs[-6000:]}"
+
+    source = Path(DEFAULT_TRIPS)
+    output = tmp_path / "scored"
+    output.mkdir()
+    output.chmod(0o777)  # written by uid 10001
+    args = ["run", "--rm", "--network=host", "--read-only"]
+    for path in WRITABLE:
+        args += ["--tmpfs", path]
+    store = model_store.store.directory
+    args += ["--volume", f"{store}:{store}:ro", "--volume", f"{source.parent}:/input:ro"]
+    args += ["--volume", f"{output}:/output"]
+    for key, value in model_env.items():
+        args += ["--env", f"{key}={value}"]
+    done = podman(
+        *args,
+        image,
+        "score",
+        "--input",
+        f"/input/{source.name}",
+        "--output",
+        "/output/p.parquet",
+        check=False,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-6000:]
+    assert "scored" in done.stdout and pq.read_table(output / "p.parquet").num_rows == pq.read_metadata(source).num_rows

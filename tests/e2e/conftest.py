@@ -3,64 +3,29 @@ against kinesis-local and dynalite, with a model trained and registered in a loc
 
 from __future__ import annotations
 
-import shutil
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from consumer.tools.harness import ConsumerProcess, consumer_env
-from consumer.tools.paths import DEFAULT_TRIPS
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if "tests/e2e/" in str(item.path):
-            item.add_marker(pytest.mark.e2e)
-
-
-@dataclass(frozen=True)
-class RegisteredModel:
-    uri: str
-    tracking_uri: str
-    version: str
+from tests.support.models import ModelStore, RegisteredModel, train_and_register
+from tests.support.requirements import require_tool
+from tests.support.stack import Streams
 
 
 @pytest.fixture(scope="session")
 def registered_model(tmp_path_factory: pytest.TempPathFactory) -> RegisteredModel:
     """The seed's pipeline trained on 20,000 real trips (20 trees, to keep the suite fast), registered @production."""
-    if shutil.which("java") is None:
-        pytest.fail("java is not on PATH: the end-to-end tests need a JRE 17+ (see `make setup`)")
-    from consumer.tools.training import local_store, train
-
-    tracking_uri, artifacts = local_store(tmp_path_factory.mktemp("mlflow"))
-    result = train(
-        DEFAULT_TRIPS, tracking_uri=tracking_uri, artifact_location=artifacts, sample=20_000, n_estimators=20
-    )
-    return RegisteredModel(uri="models:/ride-duration@production", tracking_uri=tracking_uri, version=result.version)
-
-
-@dataclass(frozen=True)
-class Streams:
-    input: str
-    predictions: str
-    dead_letters: str
+    require_tool("java", "the end-to-end tests need a JRE 17+ (see `make setup`)")
+    return train_and_register(ModelStore.at(tmp_path_factory.mktemp("mlflow")), sample=20_000, n_estimators=20)
 
 
 @pytest.fixture
-def streams(local_stack) -> Streams:
-    suffix = uuid.uuid4().hex[:8]
-    names = Streams(f"rides-{suffix}", f"predictions-{suffix}", f"dead-letters-{suffix}")
-    local_stack.create_stream(names.input, 2)
-    local_stack.create_stream(names.predictions, 1)
-    local_stack.create_stream(names.dead_letters, 1)
-    return names
-
-
-@pytest.fixture
-def start_consumer(local_stack, streams, registered_model, tmp_path: Path) -> Iterator[Callable[..., ConsumerProcess]]:
+def start_consumer(
+    local_stack, streams: Streams, registered_model: RegisteredModel, tmp_path: Path
+) -> Iterator[Callable[..., ConsumerProcess]]:
     """Start ``python -m consumer run`` (same application and worker id on every call: a restart re-adopts its
     leases); every consumer still running at teardown is stopped."""
     application = f"e2e-{uuid.uuid4().hex[:8]}"

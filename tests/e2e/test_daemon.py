@@ -7,30 +7,21 @@ import base64
 import time
 from collections import Counter
 
-import boto3
 import numpy as np
 
 from consumer.model.features import features
 from consumer.model.prepared import TOLERANCE_MINUTES
 from consumer.pipeline.events import decode_ride
 from consumer.tools.harness import POISON_RECORDS, wait_for
-from consumer.tools.paths import DEFAULT_TRIPS
 from consumer.tools.replay import put_payloads, replay
 from consumer.tools.tail import read_all
+from tests.support.stack import lease_table
 
 POISON = (POISON_RECORDS * 2)[:20]
 
 
-def lease_checkpoints(local_stack, table: str) -> dict[str, str]:
-    dynamodb = boto3.client(
-        "dynamodb",
-        endpoint_url=local_stack.dynamodb_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="x",
-        aws_secret_access_key="x",
-    )
-    items = dynamodb.scan(TableName=table)["Items"]
-    return {item["leaseKey"]["S"]: item["checkpoint"]["S"] for item in items}
+def lease_checkpoints(local_stack, application: str) -> dict[str, str]:
+    return {shard: lease["checkpoint"] for shard, lease in lease_table(local_stack, application).items()}
 
 
 def last_sequence_per_shard(kinesis, stream: str) -> dict[str, str]:
@@ -51,12 +42,10 @@ def pipeline_predictions(registered_model, rides) -> np.ndarray:
 
 
 def test_rides_become_predictions_and_poison_becomes_dead_letters(
-    local_stack, streams, start_consumer, registered_model
+    local_stack, streams, start_consumer, registered_model, trips_file
 ):
     kinesis = local_stack.kinesis_client()
-    sent = replay(
-        DEFAULT_TRIPS, client=kinesis, stream_name=streams.input, limit=1980, skip_invalid=True, progress=False
-    )
+    sent = replay(trips_file, client=kinesis, stream_name=streams.input, limit=1980, skip_invalid=True, progress=False)
     put_payloads(kinesis, streams.input, POISON)
     assert sent.records_sent == 1980
 
@@ -104,9 +93,9 @@ def test_rides_become_predictions_and_poison_becomes_dead_letters(
     assert "Received error line from subprocess" not in consumer.log_path.read_text()
 
 
-def test_a_restart_resumes_from_the_checkpoint_without_repeats(local_stack, streams, start_consumer):
+def test_a_restart_resumes_from_the_checkpoint_without_repeats(local_stack, streams, start_consumer, trips_file):
     kinesis = local_stack.kinesis_client()
-    replay(DEFAULT_TRIPS, client=kinesis, stream_name=streams.input, limit=300, skip_invalid=True, progress=False)
+    replay(trips_file, client=kinesis, stream_name=streams.input, limit=300, skip_invalid=True, progress=False)
     first = start_consumer()
     assert wait_for(lambda: len(read_all(kinesis, streams.predictions, timeout=1)) >= 300, timeout=180, interval=2), (
         first.tail()
@@ -114,7 +103,7 @@ def test_a_restart_resumes_from_the_checkpoint_without_repeats(local_stack, stre
     assert first.stop() == 0, first.tail()
 
     replay(
-        DEFAULT_TRIPS,
+        trips_file,
         client=kinesis,
         stream_name=streams.input,
         limit=100,

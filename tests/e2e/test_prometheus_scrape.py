@@ -6,44 +6,26 @@ JSON lines throughout."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import time
-import urllib.request
 from collections import Counter, defaultdict
-from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from consumer.tools.harness import POISON_RECORDS, wait_for
 from consumer.tools.ledger import Outcome, read_ledger, read_stream
-from consumer.tools.paths import DEFAULT_TRIPS, REPO_ROOT
+from consumer.tools.paths import REPO_ROOT
 from consumer.tools.replay import put_payloads, replay
-from tests.prometheus import PrometheusServer, metric_names, tool
+from tests.support.probes import http_get
+from tests.support.prometheus import PrometheusServer, dashboard_builder, metric_names, tool
 
 RULES = REPO_ROOT / "alerts" / "ride-consumer.rules.yml"
 #: Records per GetRecords call, so that the backlog comes in several batches whose lag the ledger can predict.
 MAX_RECORDS = 100
 BACKLOG_RIDES = 1200
 LIVE_RIDES = 300
-
-
-def dashboard() -> Any:
-    spec = importlib.util.spec_from_file_location("dashboard_build", REPO_ROOT / "dashboards" / "build.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
 
 
 def is_json_object(line: str) -> bool:
@@ -80,12 +62,12 @@ def prometheus_installed() -> str:
 
 
 def test_prometheus_sees_what_the_ledger_says(
-    prometheus_installed, local_stack, streams, start_consumer, registered_model, tmp_path
+    prometheus_installed, local_stack, streams, start_consumer, registered_model, trips_file, tmp_path
 ):
     kinesis = local_stack.kinesis_client()
     # A backlog spread over a few seconds of arrival times, then poison, all before the consumer starts.
     replay(
-        DEFAULT_TRIPS,
+        trips_file,
         client=kinesis,
         stream_name=streams.input,
         limit=BACKLOG_RIDES,
@@ -114,8 +96,8 @@ def test_prometheus_sees_what_the_ledger_says(
             interval=1,
         )
         assert caught_up, f"{prometheus.query('ride_consumer_records_received_total')}\n{consumer.tail()}"
-        assert get(url + "/readyz")[0] == 200
-        assert get(url + "/healthz")[0] == 200
+        assert http_get(url + "/readyz")[0] == 200
+        assert http_get(url + "/healthz")[0] == 200
 
         lag_samples: dict[str, list[float]] = defaultdict(list)
         for item in prometheus.query_range("ride_consumer_seconds_behind_latest", started - 5, time.time(), 0.5):
@@ -131,7 +113,7 @@ def test_prometheus_sees_what_the_ledger_says(
         time.sleep(3)  # flat counters before
         live_started = time.time()
         replay(
-            DEFAULT_TRIPS,
+            trips_file,
             client=kinesis,
             stream_name=streams.input,
             limit=LIVE_RIDES,
@@ -209,10 +191,10 @@ def test_prometheus_sees_what_the_ledger_says(
         assert prometheus.query('ALERTS{alertstate="firing"}') == []
 
         # --- the dashboard against the real /metrics and Prometheus ------------------------------------------
-        status, text = get(url + "/metrics")
+        status, text = http_get(url + "/metrics")
         assert status == 200
         exported = {sample.name for family in text_string_to_metric_families(text) for sample in family.samples}
-        board = dashboard()
+        board = dashboard_builder()
         document = json.loads(board.OUTPUT.read_text())
         for expr in board.queries(document):
             assert metric_names(expr, board.QUERY_VARIABLES) <= exported, expr

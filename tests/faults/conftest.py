@@ -17,17 +17,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
 from consumer.runtime.aws import KinesisClient
 from consumer.tools.harness import LOCAL_KCL_PROPERTIES, ConsumerProcess, consumer_env, wait_for
 from consumer.tools.ledger import Ledger, format_ledger, read_ledger, read_stream
 from consumer.tools.localstack import LocalStack
-from consumer.tools.paths import DEFAULT_TRIPS
 from consumer.tools.replay import ReplaySummary, replay
 from tests.faults.kinesis_proxy import KinesisProxy
-from tests.stack_fixtures import running_stack
+from tests.support.models import model_pipeline, save_mlflow_model, training_rows, trips_file
+from tests.support.probes import json_lines
+from tests.support.stack import Streams, lease_table, running_stack
 
 #: The figures of each scenario, printed at the end of the session.
 FIGURES: list[dict[str, Any]] = []
@@ -58,11 +58,14 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
 @dataclass(frozen=True)
 class Models:
     """MLflow model directories (MODEL_URI accepts a directory): the seed's pipeline, and a fragile variant whose
-    feature transform overflows float32 for trips over ~89 miles, so the forest raises on exactly those rides."""
+    feature transform overflows float32 for trips over ~89 miles, so the forest raises on exactly those rides. The
+    fragile one's MLmodel trusts numpy.expm1, outside the default allow-list: start it with
+    ``MODEL_TRUSTED_TYPES=fragile_trusted_types``."""
 
     healthy: str
     fragile: str
     cache_dir: str
+    fragile_trusted_types: str
 
 
 FRAGILE_ABOVE_MILES = 89.0
@@ -70,34 +73,25 @@ FRAGILE_ABOVE_MILES = 89.0
 
 @pytest.fixture(scope="session")
 def models(tmp_path_factory: pytest.TempPathFactory) -> Models:
-    import mlflow.sklearn
     import numpy as np
-    from sklearn.pipeline import make_pipeline as sk_make_pipeline
     from sklearn.preprocessing import FunctionTransformer
 
-    from consumer.tools.training import SKOPS_TRUSTED_TYPES, feature_rows, make_pipeline, read_trips
+    from consumer.model.trust import DEFAULT_TRUSTED_TYPES
 
-    trips = read_trips(DEFAULT_TRIPS).sample(20_000, random_state=0)
-    trips = trips[trips["trip_distance"] < 60]
-    rows, durations = feature_rows(trips), trips["duration"].to_numpy()
+    rows, durations = training_rows(sample=20_000, max_miles=60)
     root = tmp_path_factory.mktemp("models")
-
-    healthy = make_pipeline(n_estimators=20, n_jobs=1).fit(rows, durations)
-    mlflow.sklearn.save_model(
-        healthy, root / "healthy", serialization_format="skops", skops_trusted_types=list(SKOPS_TRUSTED_TYPES)
-    )
+    healthy = save_mlflow_model(model_pipeline(n_estimators=20).fit(rows, durations), root / "healthy")
     # expm1 is monotonic, so the forest splits the same way; above ~88.7 miles expm1 exceeds float32's range and
     # RandomForestRegressor.predict raises "Input X contains infinity or a value too large for dtype('float32')".
-    vectorizer, forest = (step for _, step in make_pipeline(n_estimators=10, n_jobs=1).steps)
-    fragile = sk_make_pipeline(vectorizer, FunctionTransformer(np.expm1, accept_sparse=True), forest)
-    fragile.fit(rows, durations)
-    mlflow.sklearn.save_model(
-        fragile,
-        root / "fragile",
-        serialization_format="skops",
-        skops_trusted_types=[*SKOPS_TRUSTED_TYPES, "numpy.expm1"],
+    forest = model_pipeline(n_estimators=10).steps[-1][1]
+    fragile = model_pipeline(FunctionTransformer(np.expm1, accept_sparse=True), forest).fit(rows, durations)
+    fragile_uri = save_mlflow_model(fragile, root / "fragile", trusted_types=("numpy.expm1",))
+    return Models(
+        healthy=healthy,
+        fragile=fragile_uri,
+        cache_dir=str(root / "prepared"),
+        fragile_trusted_types=",".join([*DEFAULT_TRUSTED_TYPES, "numpy.expm1"]),
     )
-    return Models(healthy=str(root / "healthy"), fragile=str(root / "fragile"), cache_dir=str(root / "prepared"))
 
 
 # --- A scenario -----------------------------------------------------------------------------------------------------
@@ -116,7 +110,7 @@ class Load(threading.Thread):
         kinesis, stream, rides, rate, start_ride_id = self._args
         try:
             self.summary = replay(
-                DEFAULT_TRIPS,
+                trips_file(),
                 client=kinesis,
                 stream_name=stream,
                 limit=rides,
@@ -242,21 +236,7 @@ class Scenario:
 
     def leases(self) -> dict[str, dict[str, str]]:
         """The lease table: shard id -> {owner, checkpoint}."""
-        dynamodb = boto3.client(
-            "dynamodb",
-            endpoint_url=self.stack.dynamodb_endpoint,
-            region_name="us-east-1",
-            aws_access_key_id="x",
-            aws_secret_access_key="x",
-        )
-        items = dynamodb.scan(TableName=self.application)["Items"]
-        return {
-            item["leaseKey"]["S"]: {
-                "owner": item.get("leaseOwner", {}).get("S", ""),
-                "checkpoint": item.get("checkpoint", {}).get("S", ""),
-            }
-            for item in items
-        }
+        return lease_table(self.stack, self.application)
 
     def tails(self, lines: int = 25) -> str:
         return "\n".join(f"--- {c.log_path.name} ---\n{c.tail(lines)}" for c in self.consumers)
@@ -279,14 +259,7 @@ class Scenario:
 
 def log_events(consumer: ConsumerProcess) -> list[dict[str, Any]]:
     """The JSON log lines of a consumer (launcher, daemon-relayed processors)."""
-    events = []
-    for line in consumer.log_path.read_text(errors="replace").splitlines():
-        if line.startswith("{"):
-            try:
-                events.append(json.loads(line))
-            except ValueError:
-                continue
-    return events
+    return json_lines(consumer.log_path.read_text(errors="replace"))
 
 
 @pytest.fixture
@@ -299,11 +272,7 @@ def scenario(
     proxy = KinesisProxy(local_stack.kinesis_endpoint).start()
 
     def make(input_shards: int = 2) -> Scenario:
-        suffix = uuid.uuid4().hex[:8]
-        names = (f"rides-{suffix}", f"predictions-{suffix}", f"dead-letters-{suffix}")
-        local_stack.create_stream(names[0], input_shards)
-        local_stack.create_stream(names[1], 1)
-        local_stack.create_stream(names[2], 1)
+        streams = Streams.create(local_stack, input_shards=input_shards)
         made.append(
             Scenario(
                 request.node.name.removeprefix("test_"),
@@ -311,8 +280,10 @@ def scenario(
                 proxy,
                 models,
                 tmp_path,
-                *names,
-                application=f"faults-{suffix}",
+                streams.input,
+                streams.predictions,
+                streams.dead_letters,
+                application=f"faults-{uuid.uuid4().hex[:8]}",
             )
         )
         return made[-1]

@@ -1,5 +1,6 @@
 """Records no model can score, and a ride the model itself cannot score: each ends as exactly one dead letter with
-its reason and payload; every other ride is predicted."""
+its reason and payload; every other ride is predicted, unusual values (a negative or 99,999-mile trip, a zone id
+outside 1..265) included."""
 
 from __future__ import annotations
 
@@ -8,16 +9,13 @@ import hashlib
 import random
 
 import orjson
-import pytest
 
 from consumer.pipeline.events import DEAD_LETTER_PAYLOAD_LIMIT, Reason
 from consumer.tools.ledger import Outcome
-from consumer.tools.paths import DEFAULT_TRIPS
 from consumer.tools.replay import RideRow, put_payloads, read_rides, ride_payload
 from consumer.tools.tail import read_all
 from tests.faults.conftest import FRAGILE_ABOVE_MILES, log_events
-
-pytestmark = pytest.mark.faults
+from tests.support.models import trips_file
 
 ONE_MIB = 1024 * 1024
 
@@ -52,18 +50,24 @@ def poison_kinds(rng: random.Random) -> list[tuple[bytes, str]]:
         (orjson.dumps({"ride_id": 1}), Reason.MISSING_FIELD),
         (orjson.dumps({"ride": {"PULocationID": 130, "DOLocationID": 205}, "ride_id": 1}), Reason.MISSING_FIELD),
         (orjson.dumps({"ride": {"PULocationID": 130, "DOLocationID": 205, "trip_distance": 1}}), Reason.MISSING_FIELD),
-        (ride(trip_distance=-2.5), Reason.OUT_OF_RANGE),
-        (ride(trip_distance=99_999.0), Reason.OUT_OF_RANGE),
-        (ride(PULocationID=999), Reason.OUT_OF_RANGE),
-        (ride(DOLocationID=0), Reason.OUT_OF_RANGE),
-        (ride(ride_id="x" * 300), Reason.OUT_OF_RANGE),
+        (ride(trip_distance=None), Reason.MISSING_FIELD),
+        (ride(ride_id="x" * 300), Reason.RIDE_ID_TOO_LONG),
+        (ride(ride_id="é" * 257), Reason.RIDE_ID_TOO_LONG),
+    ]
+
+
+def unusual_rides(first_ride_id: int) -> list[tuple[bytes, str]]:
+    """Rides with values no taxi ride has, which the model scores all the same, five of each kind."""
+    values = [{"trip_distance": -2.5}, {"trip_distance": 99_999.0}, {"PULocationID": 999}, {"DOLocationID": 0}]
+    return [
+        (ride(first_ride_id + index, **values[index % len(values)]), str(first_ride_id + index)) for index in range(20)
     ]
 
 
 def real_rides(count: int) -> list[RideRow]:
     """The first ``count`` complete rides of the real January file, under 60 miles."""
     rides = []
-    for row in read_rides(DEFAULT_TRIPS):
+    for row in read_rides(trips_file()):
         if None not in (row.pu_location_id, row.do_location_id, row.trip_distance) and row.trip_distance < 60:
             rides.append(row)
             if len(rides) == count:
@@ -77,9 +81,9 @@ def test_five_percent_poison_of_every_kind_is_dead_lettered_with_its_reason(scen
     kinds = poison_kinds(rng)
     huge = [kind for kind in kinds if len(kind[0]) > DEAD_LETTER_PAYLOAD_LIMIT]
     small = [kind for kind in kinds if len(kind[0]) <= DEAD_LETTER_PAYLOAD_LIMIT]
-    # 5% of 2,000 records: each huge one once (kinesis-local takes seconds per MiB), the small kinds 4-5 times.
+    # 5% of 2,000 records: each huge one once (kinesis-local takes seconds per MiB), the small kinds 5-6 times.
     poison = huge + [small[index % len(small)] for index in range(100 - len(huge))]
-    rides = [(ride_payload(row), str(row.ride_id)) for row in real_rides(1900)]
+    rides = [(ride_payload(row), str(row.ride_id)) for row in real_rides(1880)] + unusual_rides(900_000)
     records = rides + [(payload, f"poison-{index}") for index, (payload, _) in enumerate(poison)]
     rng.shuffle(records)
     put_payloads(run.kinesis, run.input, records)
@@ -121,7 +125,7 @@ def test_a_ride_that_makes_the_model_raise_is_dead_lettered_by_bisection_and_its
     payloads = [(long_trip(row) if row.ride_id in fragile_ids else ride_payload(row), str(row.ride_id)) for row in rows]
     put_payloads(run.kinesis, run.input, payloads)
 
-    consumer = run.start(model_uri=run.models.fragile)
+    consumer = run.start(model_uri=run.models.fragile, MODEL_TRUSTED_TYPES=run.models.fragile_trusted_types)
     ledger = run.wait_until_accounted(300)
     run.record(ledger)
 

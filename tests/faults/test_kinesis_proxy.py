@@ -4,17 +4,15 @@ spent budget raises SinkError."""
 
 from __future__ import annotations
 
-import boto3
 import pytest
-from botocore.config import Config
 from structlog.testing import capture_logs
 
 from consumer.errors import SinkError
 from consumer.pipeline.sink import Entry, KinesisSink
+from consumer.runtime.aws import kinesis_client
+from consumer.tools.streams import DUMMY_CREDENTIALS
 from consumer.tools.tail import read_all
 from tests.faults.kinesis_proxy import FailCalls, KinesisProxy, ThrottleEntries
-
-pytestmark = pytest.mark.faults
 
 
 @pytest.fixture
@@ -24,13 +22,9 @@ def proxy(local_stack):
 
 
 def sink_through(proxy: KinesisProxy, stream: str, **options) -> KinesisSink:
-    client = boto3.client(
-        "kinesis",
-        endpoint_url=proxy.endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="x",
-        aws_secret_access_key="x",
-        config=Config(retries={"max_attempts": 1, "mode": "standard"}),
+    """The processors' sink, its client as theirs (botocore's own retries off), talking to the proxy."""
+    client = kinesis_client(
+        region="us-east-1", endpoint_url=proxy.endpoint, credentials=DUMMY_CREDENTIALS, max_attempts=1
     )
     return KinesisSink(client, stream, backoff_first_seconds=0.01, backoff_max_seconds=0.05, **options)
 

@@ -3,16 +3,12 @@ consumer runs. Nothing written is lost and nothing is checkpointed past an unwri
 
 from __future__ import annotations
 
-import pytest
-
 from consumer.tools.harness import POISON_RECORDS, wait_for
 from consumer.tools.ledger import build_ledger, read_stream, shard_parents
 from consumer.tools.replay import put_payloads
 from tests.faults.conftest import log_events
 from tests.faults.kinesis_proxy import ThrottleEntries
 from tests.faults.test_crashes import WARM_UP, last_written, steady_load, warmed_up
-
-pytestmark = pytest.mark.faults
 
 
 def test_thirty_percent_of_entries_throttled_for_a_while_costs_retries_not_rides(scenario):

@@ -3,13 +3,9 @@ children are read, and no ride is lost on the way."""
 
 from __future__ import annotations
 
-import pytest
-
 from consumer.tools.ledger import shard_parents
 from tests.faults.conftest import log_events
 from tests.faults.test_crashes import WARM_UP, steady_load, warmed_up
-
-pytestmark = pytest.mark.faults
 
 
 def test_resharding_two_to_four_under_load_finishes_parents_before_children(scenario):

@@ -1,40 +1,25 @@
-"""Fixtures for the model tier: a temporary MLflow store (sqlite + local artifacts), the pipeline trained once per
+"""Fixtures for the model tests: a temporary MLflow store (sqlite + local artifacts), the pipeline trained once per
 serialization format on a sample of the real January 2022 trips, and an S3 emulator (moto) in a subprocess."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from consumer.model.features import Ride
-from consumer.tools.training import TrainResult, local_store, read_trips, split_last_week, train
+from consumer.tools.localstack import free_port
+from consumer.tools.training import read_trips, split_last_week
+from tests.support.models import ModelStore, RegisteredModel, train_and_register
 
-TRIPS = Path(__file__).resolve().parents[3] / "shared" / "data" / "green_tripdata_2022-01.parquet"
 SAMPLE = 5_000
 N_ESTIMATORS = 10
 FORMATS = ("skops", "cloudpickle")
-
-
-@dataclass(frozen=True)
-class Store:
-    directory: Path
-    tracking_uri: str
-    artifact_location: str
-
-
-@dataclass(frozen=True)
-class Trained:
-    store: Store
-    result: TrainResult
-    model_dir: Path  # the logged model's directory in the artifact store
 
 
 @pytest.fixture(scope="session")
@@ -58,53 +43,42 @@ def mlflow_isolation(monkeypatch, decoy_tracking_uri) -> None:
 
 
 @pytest.fixture(scope="session")
-def store(tmp_path_factory) -> Store:
-    if not TRIPS.exists():
-        pytest.skip(f"{TRIPS} is not on this machine")
-    directory = tmp_path_factory.mktemp("mlflow")
-    tracking_uri, artifacts = local_store(directory)
-    return Store(directory, tracking_uri, artifacts)
+def store(tmp_path_factory, trips_file) -> ModelStore:
+    return ModelStore.at(tmp_path_factory.mktemp("mlflow"))
 
 
-def _train(store: Store, serialization_format: str, decoy_tracking_uri: str) -> Trained:
-    from mlflow import MlflowClient
-
+def _train(store: ModelStore, serialization_format: str, decoy_tracking_uri: str) -> RegisteredModel:
     with pytest.MonkeyPatch.context() as patch:
         _isolate(patch, decoy_tracking_uri)
-        result = train(
-            str(TRIPS),
-            tracking_uri=store.tracking_uri,
+        return train_and_register(
+            store,
             registered_name=f"ride-duration-{serialization_format}",
             sample=SAMPLE,
             n_estimators=N_ESTIMATORS,
             serialization_format=serialization_format,
-            artifact_location=store.artifact_location,
         )
-    client = MlflowClient(tracking_uri=store.tracking_uri, registry_uri=store.tracking_uri)
-    model_dir = Path(client.get_model_version_download_uri(result.name, result.version))
-    return Trained(store, result, model_dir)
 
 
 @pytest.fixture(scope="session")
-def trained_skops(store, decoy_tracking_uri) -> Trained:
+def trained_skops(store, decoy_tracking_uri) -> RegisteredModel:
     return _train(store, "skops", decoy_tracking_uri)
 
 
 @pytest.fixture(scope="session")
-def trained_cloudpickle(store, decoy_tracking_uri) -> Trained:
+def trained_cloudpickle(store, decoy_tracking_uri) -> RegisteredModel:
     return _train(store, "cloudpickle", decoy_tracking_uri)
 
 
 @pytest.fixture(scope="session", params=FORMATS)
-def trained(request) -> Trained:
+def trained(request) -> RegisteredModel:
     """The model trained once per format, registered as ``ride-duration-<format>`` version 1 @production."""
     return request.getfixturevalue(f"trained_{request.param}")
 
 
 @pytest.fixture(scope="session")
-def rides(store) -> list[Ride]:
+def rides(trips_file) -> list[Ride]:
     """300 real rides from the validation week, plus a zone pair no training row has."""
-    _, validation, _ = split_last_week(read_trips(str(TRIPS)))
+    _, validation, _ = split_last_week(read_trips(str(trips_file)))
     rows = validation.head(300)
     real = [
         Ride(ride_id=i, pu_location_id=int(pu), do_location_id=int(do), trip_distance=float(miles))
@@ -113,16 +87,10 @@ def rides(store) -> list[Ride]:
     return [*real, Ride(ride_id="unseen", pu_location_id=265, do_location_id=1, trip_distance=0.0)]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     """moto's S3 server as a subprocess on a free port of 127.0.0.1."""
-    port = _free_port()
+    port = free_port()
     server = Path(sys.executable).with_name("moto_server")
     process = subprocess.Popen(
         [str(server), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL

@@ -7,7 +7,7 @@ import subprocess
 import yaml
 
 from consumer.tools.paths import REPO_ROOT
-from tests.prometheus import defined_metric_names, metric_names, tool
+from tests.support.prometheus import defined_metric_names, metric_names, tool
 
 ALERTS = REPO_ROOT / "alerts"
 RULES = ALERTS / "ride-consumer.rules.yml"

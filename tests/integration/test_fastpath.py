@@ -4,52 +4,34 @@ Small pipelines trained on real January 2022 trips; the held-out rides are the f
 
 from __future__ import annotations
 
-import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
-import sklearn
 
 from consumer.model import compile as fastpath_compile
 from consumer.model import prepared
 from consumer.model.features import Ride, features
 from consumer.model.prepared import METADATA_FILE, PIPELINE_FILE, ModelInfo
 from consumer.model.scorer import load_prepared
-from tests.integration.conftest import TRIPS
-
-pytestmark = pytest.mark.skipif(not TRIPS.exists(), reason=f"{TRIPS} is not on this machine")
+from tests.support.models import model_pipeline, write_prepared
 
 INFO = ModelInfo(uri="test://fast", name="fast", version="7", run_id=None)
 
 
 @pytest.fixture(scope="module")
-def trips() -> tuple[list[dict], np.ndarray, list[dict]]:
+def trips(trips_file) -> tuple[list[dict], np.ndarray, list[dict]]:
     """(training rows, their durations, held-out rows of the last week)."""
     from consumer.tools.training import feature_rows, read_trips, split_last_week
 
-    train, heldout, _ = split_last_week(read_trips(str(TRIPS)))
+    train, heldout, _ = split_last_week(read_trips(str(trips_file)))
     train = train.sample(n=4000, random_state=0)
     return feature_rows(train), train["duration"].to_numpy(), feature_rows(heldout.head(3000))
 
 
 def fitted(estimator, trips):
-    from sklearn.feature_extraction import DictVectorizer
-    from sklearn.pipeline import make_pipeline
-
     rows, durations, _ = trips
-    return make_pipeline(DictVectorizer(), estimator).fit(rows, durations)
-
-
-def prepared_dir(tmp_path: Path, pipeline) -> Path:
-    """A prepared directory as model_store writes it (pipeline.joblib + model.json), without the fast path."""
-    import joblib
-
-    joblib.dump(pipeline, tmp_path / PIPELINE_FILE)
-    metadata = {"uri": INFO.uri, "name": INFO.name, "version": INFO.version, "sklearn_version": sklearn.__version__}
-    (tmp_path / METADATA_FILE).write_text(json.dumps(metadata))
-    return tmp_path
+    return model_pipeline(estimator).fit(rows, durations)
 
 
 def tree_ensembles():
@@ -69,7 +51,7 @@ def test_compiled_tree_ensemble_agrees_with_the_pipeline_on_held_out_rides(estim
     pipeline = fitted(estimator, trips)
     heldout = trips[2]
 
-    state = fastpath_compile.compile_into(prepared_dir(tmp_path, pipeline), pipeline, INFO, heldout)
+    state = fastpath_compile.compile_into(write_prepared(tmp_path, pipeline, INFO), pipeline, INFO, heldout)
     scorer = load_prepared(tmp_path)
 
     assert state.compiled, state.reason
@@ -84,7 +66,7 @@ def test_compiled_tree_ensemble_agrees_with_the_pipeline_on_held_out_rides(estim
 
 def test_compiled_scorer_scores_rides_like_the_pipeline_including_unseen_zone_pairs(trips, tmp_path):
     pipeline = fitted(tree_ensembles()[0], trips)
-    fastpath_compile.compile_into(prepared_dir(tmp_path, pipeline), pipeline, INFO)
+    fastpath_compile.compile_into(write_prepared(tmp_path, pipeline, INFO), pipeline, INFO)
     rides = [Ride(1, 130, 205, 3.66), Ride("b", 264, 264, 0.0), Ride(3, 1, 1, 999.0), Ride(4, 7, 7, 12.25)]
 
     scorer = load_prepared(tmp_path)
@@ -102,7 +84,7 @@ def test_non_tree_model_is_not_compiled_and_scores_with_the_pipeline(trips, tmp_
 
     pipeline = fitted(LinearRegression(), trips)
 
-    state = fastpath_compile.compile_into(prepared_dir(tmp_path, pipeline), pipeline, INFO)
+    state = fastpath_compile.compile_into(write_prepared(tmp_path, pipeline, INFO), pipeline, INFO)
     scorer = load_prepared(tmp_path)
 
     assert not state.compiled
@@ -117,15 +99,12 @@ def test_non_tree_model_is_not_compiled_and_scores_with_the_pipeline(trips, tmp_
 
 def test_pipeline_with_another_first_step_is_not_compiled(trips, tmp_path):
     from sklearn.ensemble import RandomForestRegressor
-    from sklearn.feature_extraction import DictVectorizer
-    from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import MaxAbsScaler
 
     rows, durations, _ = trips
-    pipeline = make_pipeline(DictVectorizer(), MaxAbsScaler(), RandomForestRegressor(n_estimators=2, random_state=0))
-    pipeline.fit(rows, durations)
+    scaled = model_pipeline(MaxAbsScaler(), RandomForestRegressor(n_estimators=2, random_state=0)).fit(rows, durations)
 
-    state = fastpath_compile.compile_into(prepared_dir(tmp_path, pipeline), pipeline, INFO)
+    state = fastpath_compile.compile_into(write_prepared(tmp_path, scaled, INFO), scaled, INFO)
 
     assert not state.compiled
     assert "DictVectorizer -> MaxAbsScaler -> RandomForestRegressor" in state.reason
@@ -143,7 +122,7 @@ def test_compiled_model_that_disagrees_on_held_out_rows_is_not_used(trips, tmp_p
         def predict(self, X, **params):
             return super().predict(X, **params) + 0.01
 
-    state = fastpath_compile.compile_into(prepared_dir(tmp_path, pipeline), Shifted(pipeline.steps), INFO, rows)
+    state = fastpath_compile.compile_into(write_prepared(tmp_path, pipeline, INFO), Shifted(pipeline.steps), INFO, rows)
 
     assert not state.compiled
     assert "differs by up to 0.01 minutes" in state.reason
@@ -152,7 +131,7 @@ def test_compiled_model_that_disagrees_on_held_out_rows_is_not_used(trips, tmp_p
 
 def test_unloadable_compiled_model_falls_back_to_the_pipeline(trips, tmp_path):
     pipeline = fitted(tree_ensembles()[3], trips)
-    fastpath_compile.compile_into(prepared_dir(tmp_path, pipeline), pipeline, INFO)
+    fastpath_compile.compile_into(write_prepared(tmp_path, pipeline, INFO), pipeline, INFO)
     (tmp_path / prepared.FAST_MODEL_FILE).write_bytes(b"not an onnx model")
 
     scorer = load_prepared(tmp_path)
@@ -164,7 +143,7 @@ def test_unloadable_compiled_model_falls_back_to_the_pipeline(trips, tmp_path):
 def test_directory_prepared_before_the_fast_path_loads_the_pipeline(trips, tmp_path):
     pipeline = fitted(tree_ensembles()[3], trips)
     (tmp_path / "compiled").mkdir()
-    compiled = prepared_dir(tmp_path / "compiled", pipeline)
+    compiled = write_prepared(tmp_path / "compiled", pipeline, INFO)
     fastpath_compile.compile_into(compiled, pipeline, INFO)
     old = tmp_path / "old"
     old.mkdir()
@@ -174,3 +153,14 @@ def test_directory_prepared_before_the_fast_path_loads_the_pipeline(trips, tmp_p
     assert prepared.read_state(old) is None
     assert load_prepared(old).path == "sklearn"
     assert load_prepared(compiled).path == "onnx"
+
+
+def test_a_distance_beyond_float32_is_refused_by_both_paths_as_the_trees_refuse_it(trips, tmp_path):
+    pipeline = fitted(tree_ensembles()[0], trips)
+    fastpath_compile.compile_into(write_prepared(tmp_path, pipeline, INFO), pipeline, INFO)
+    ride = Ride(1, 130, 205, 1e39)  # finite, but past float32, the trees' input type
+
+    for scorer in (load_prepared(tmp_path), load_prepared(tmp_path, prefer_compiled=False)):
+        with pytest.raises(ValueError, match=r"infinity or a value too large for dtype\('float32'\)"):
+            scorer.predict([ride])
+    assert load_prepared(tmp_path).path == "onnx"

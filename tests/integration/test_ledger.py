@@ -12,7 +12,7 @@ from consumer.pipeline.events import SourceRecord, decode_ride, prediction_event
 from consumer.tools.paths import REPO_ROOT
 from consumer.tools.replay import put_payloads
 from consumer.tools.tail import read_all
-from tests.unit.factories import ride_payload
+from tests.support.factories import ride_payload
 
 
 def test_the_ledger_command_names_the_record_that_has_no_event(local_stack, make_stream):

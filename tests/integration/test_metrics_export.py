@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from consumer.runtime.health import HealthServer, LauncherState
 from consumer.runtime.metrics import scrape_registry
+from consumer.runtime.metricsfolder import MetricsFolder
 from consumer.runtime.settings import load_settings
 from consumer.tools.paths import REPO_ROOT
 
@@ -76,7 +77,7 @@ def shard_processes(folder) -> Iterator[list[ShardProcess]]:
 def samples(folder: Path) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in scrape_registry(folder).collect()
+        for family in scrape_registry(MetricsFolder(folder)).collect()
         for sample in family.samples
     }
 

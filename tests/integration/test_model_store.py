@@ -19,15 +19,13 @@ from consumer.model.features import features
 from consumer.model.prepare import ModelError, prepare
 from consumer.model.prepared import FAST_METADATA_FILE, FAST_MODEL_FILE, METADATA_FILE, PIPELINE_FILE, TOLERANCE_MINUTES
 from consumer.model.scorer import load_prepared
-from tests.integration.conftest import TRIPS
+from consumer.model.trust import DEFAULT_TRUSTED_TYPES
+from tests.support.models import TRIPS
 
 REPO = Path(__file__).resolve().parents[2]
 FORMS = ("alias", "version", "runs", "logged-model", "local-dir", "s3")
 
-pytestmark = [
-    pytest.mark.usefixtures("mlflow_isolation"),
-    pytest.mark.skipif(not TRIPS.exists(), reason=f"{TRIPS} is not on this machine"),
-]
+pytestmark = pytest.mark.usefixtures("mlflow_isolation", "trips_file")
 
 
 def uri_of(form: str, trained, request) -> str:
@@ -60,6 +58,8 @@ def mlflow_predictions(trained, rides) -> dict[str, np.ndarray]:
 
 
 def prepare_in(trained, uri: str, cache_dir: Path, **options) -> Path:
+    """Prepare as the launcher does; the cloudpickle model with ALLOW_PICKLE_MODELS=true (refused otherwise)."""
+    options.setdefault("allow_pickle", trained.result.serialization_format == "cloudpickle")
     return prepare(uri, cache_dir, tracking_uri=trained.store.tracking_uri, **options)
 
 
@@ -195,15 +195,97 @@ def test_tampered_skops_file_with_a_foreign_type_is_refused(trained_skops, tmp_p
         prepare(str(model), tmp_path / "cache")
 
 
-def test_skops_types_beyond_the_services_allow_list_are_refused(trained_skops, tmp_path):
-    with pytest.raises(ModelError, match=r"does not allow: \['sklearn\.tree\._tree\.Tree'\]"):
-        prepare_in(trained_skops, trained_skops.result.model_uri, tmp_path, allowed_skops_types=[])
+def test_skops_types_its_mlmodel_lists_beyond_the_allow_list_are_refused(trained_skops, tmp_path):
+    allowed = [name for name in DEFAULT_TRUSTED_TYPES if name != "sklearn.tree._tree.Tree"]
+    pattern = r"MLmodel trusts skops types outside MODEL_TRUSTED_TYPES: \['sklearn\.tree\._tree\.Tree'\]"
+    with pytest.raises(ModelError, match=pattern):
+        prepare_in(trained_skops, trained_skops.result.model_uri, tmp_path, trusted_types=allowed)
 
 
-def test_cloudpickle_model_is_refused_when_pickle_is_not_allowed(trained_cloudpickle, tmp_path):
+def test_a_type_listed_in_mlmodel_is_not_trusted_on_its_word(trained_skops, tmp_path):
+    def trust_more(mlmodel):
+        mlmodel["flavors"]["sklearn"]["skops_trusted_types"] += ["builtins.exec"]
+
+    model = _copy_with_mlmodel(trained_skops.model_dir, tmp_path / "model", trust_more)
+
+    with pytest.raises(ModelError, match=r"outside MODEL_TRUSTED_TYPES: \['builtins\.exec'\]"):
+        prepare(str(model), tmp_path / "cache")
+
+
+@pytest.fixture(scope="module")
+def expm1_model(tmp_path_factory) -> Path:
+    """The fault suite's fragile model, small: a FunctionTransformer(numpy.expm1) between the vectorizer and the
+    forest, its MLmodel trusting numpy.expm1, a type outside the default allow-list (skops itself trusts numpy's
+    ufuncs: the file needs only the trees')."""
+    import mlflow.sklearn
+    from sklearn.pipeline import make_pipeline as sk_make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    from consumer.tools.training import SKOPS_TRUSTED_TYPES, feature_rows, make_pipeline, read_trips
+
+    trips = read_trips(str(TRIPS)).sample(2_000, random_state=0)
+    trips = trips[trips["trip_distance"] < 60]
+    vectorizer, forest = (step for _, step in make_pipeline(n_estimators=3, n_jobs=1).steps)
+    pipeline = sk_make_pipeline(vectorizer, FunctionTransformer(np.expm1, accept_sparse=True), forest)
+    pipeline.fit(feature_rows(trips), trips["duration"].to_numpy())
+    directory = tmp_path_factory.mktemp("expm1") / "model"
+    mlflow.sklearn.save_model(
+        pipeline, directory, serialization_format="skops", skops_trusted_types=[*SKOPS_TRUSTED_TYPES, "numpy.expm1"]
+    )
+    return directory
+
+
+def test_a_skops_model_needing_a_type_outside_the_allow_list_is_refused_naming_it_and_the_setting(
+    expm1_model, tmp_path
+):
+    with pytest.raises(ModelError) as raised:
+        prepare(str(expm1_model), tmp_path / "cache")
+
+    message = str(raised.value)
+    assert message.startswith(f"{expm1_model}: ")
+    assert "outside MODEL_TRUSTED_TYPES: ['numpy.expm1']" in message
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_a_skops_model_needing_a_type_the_operator_allows_is_prepared(expm1_model, tmp_path):
+    path = prepare(str(expm1_model), tmp_path, trusted_types=[*DEFAULT_TRUSTED_TYPES, "numpy.expm1"])
+
+    assert json.loads((path / METADATA_FILE).read_text())["skops_trusted_types"] == ["sklearn.tree._tree.Tree"]
+    assert load_prepared(path).path == "sklearn"  # three steps: not compiled
+
+
+def test_a_cloudpickle_model_is_refused_by_default_naming_it_and_the_setting(trained_cloudpickle, tmp_path):
     uri = trained_cloudpickle.result.model_uri
-    with pytest.raises(ModelError, match=rf"{uri}: the model is in cloudpickle format"):
-        prepare_in(trained_cloudpickle, uri, tmp_path, allow_pickle=False)
+    with pytest.raises(ModelError, match=rf"^{uri}: the model is in cloudpickle format.*ALLOW_PICKLE_MODELS=true"):
+        prepare(uri, tmp_path, tracking_uri=trained_cloudpickle.store.tracking_uri)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_cloudpickle_model_is_prepared_when_the_operator_allows_pickle(trained_cloudpickle, tmp_path):
+    uri = trained_cloudpickle.result.model_uri
+    path = prepare(uri, tmp_path, tracking_uri=trained_cloudpickle.store.tracking_uri, allow_pickle=True)
+
+    assert json.loads((path / METADATA_FILE).read_text())["flavor_format"] == "cloudpickle"
+
+
+def test_a_cache_prepared_under_other_library_versions_is_not_reused(trained_skops, tmp_path, monkeypatch):
+    from consumer.model import prepare as preparing
+
+    uri = trained_skops.result.model_uri
+    first = prepare_in(trained_skops, uri, tmp_path)
+    recorded = json.loads((first / METADATA_FILE).read_text())["prepared_with"]
+    assert recorded == preparing.loader_versions()
+    assert {"format", "python", "scikit-learn", "numpy", "joblib", "onnxruntime", "skl2onnx", "onnx"} <= set(recorded)
+
+    for name, other in (("scikit-learn", "0.24.2"), ("onnxruntime", "1.10.0"), ("format", "1"), ("python", "3.10")):
+        upgraded = {**recorded, name: other}
+        monkeypatch.setattr(preparing, "loader_versions", lambda upgraded=upgraded: upgraded)
+        again = prepare_in(trained_skops, uri, tmp_path / name)
+        assert again.name != first.name, name
+        assert json.loads((again / METADATA_FILE).read_text())["prepared_with"] == upgraded
+
+    monkeypatch.setattr(preparing, "loader_versions", lambda: recorded)
+    assert prepare_in(trained_skops, uri, tmp_path) == first
 
 
 def test_model_without_a_sklearn_flavor_is_refused(trained_skops, tmp_path):
@@ -279,3 +361,19 @@ def test_prepared_directory_from_another_sklearn_version_is_refused(trained_skop
 def test_directory_that_was_not_prepared_is_refused(tmp_path):
     with pytest.raises(ModelError, match=rf"{tmp_path}: no model\.json"):
         load_prepared(tmp_path)
+
+
+def test_a_model_that_cannot_score_ordinary_rides_is_refused(tmp_path):
+    """The probe rides a shard asks when its model fails on a whole batch must score when the model is prepared."""
+    import mlflow.sklearn
+    from sklearn.dummy import DummyRegressor
+    from sklearn.feature_extraction import DictVectorizer
+    from sklearn.pipeline import make_pipeline
+
+    pipeline = make_pipeline(DictVectorizer(), DummyRegressor()).fit([{"PU_DO": "1_2", "trip_distance": 1.0}], [5.0])
+    pipeline.steps[-1][1].constant_[:] = np.nan  # a model that answers NaN whatever the ride
+    mlflow.sklearn.save_model(pipeline, tmp_path / "model", serialization_format="skops")
+
+    with pytest.raises(ModelError, match=r"model: the model does not give one finite duration per ride"):
+        prepare(str(tmp_path / "model"), tmp_path / "cache")
+    assert list((tmp_path / "cache").iterdir()) == []

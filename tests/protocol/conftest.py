@@ -3,9 +3,7 @@ Kinesis emulator. The model is a small pipeline prepared the way the launcher pr
 
 from __future__ import annotations
 
-import json
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,61 +12,24 @@ import pytest
 
 from consumer.tools.multilang import MultiLangDriver
 from consumer.tools.paths import REPO_ROOT
+from tests.support.models import model_pipeline, training_rows, write_prepared
 
 
 @pytest.fixture(scope="session")
 def prepared_model(tmp_path_factory) -> Path:
     """A small DictVectorizer + RandomForest pipeline in the prepared-artifact format shard processes load."""
-    import joblib
-    import pandas as pd
-    import sklearn
     from sklearn.ensemble import RandomForestRegressor
-    from sklearn.feature_extraction import DictVectorizer
-    from sklearn.pipeline import make_pipeline
 
-    from consumer.model.prepared import METADATA_FILE, PIPELINE_FILE
-
-    trips = pd.read_parquet(REPO_ROOT.parent / "shared/data/green_tripdata_2022-01.parquet").head(3000)
-    duration = (trips.lpep_dropoff_datetime - trips.lpep_pickup_datetime).dt.total_seconds() / 60
-    rows = [
-        {"PU_DO": f"{pu}_{do}", "trip_distance": float(distance)}
-        for pu, do, distance in zip(trips.PULocationID, trips.DOLocationID, trips.trip_distance, strict=True)
-    ]
-    pipeline = make_pipeline(DictVectorizer(), RandomForestRegressor(n_estimators=5, max_depth=8, random_state=0))
-    pipeline.fit(rows, duration)
-    directory = tmp_path_factory.mktemp("prepared")
-    joblib.dump(pipeline, directory / PIPELINE_FILE)
-    (directory / METADATA_FILE).write_text(
-        json.dumps(
-            {
-                "uri": "test://tiny",
-                "name": "tiny",
-                "version": "42",
-                "run_id": None,
-                "sklearn_version": sklearn.__version__,
-            }
-        )
-    )
-    return directory
-
-
-@pytest.fixture
-def streams(local_stack) -> dict[str, str]:
-    names = {
-        "INPUT_STREAM_NAME": f"rides-{uuid.uuid4().hex[:8]}",
-        "PREDICTIONS_STREAM_NAME": f"predictions-{uuid.uuid4().hex[:8]}",
-        "DEAD_LETTER_STREAM_NAME": f"dead-letters-{uuid.uuid4().hex[:8]}",
-    }
-    local_stack.create_stream(names["PREDICTIONS_STREAM_NAME"], 1)
-    local_stack.create_stream(names["DEAD_LETTER_STREAM_NAME"], 1)
-    return names
+    rows, durations = training_rows(head=3000)
+    fitted = model_pipeline(RandomForestRegressor(n_estimators=5, max_depth=8, random_state=0)).fit(rows, durations)
+    return write_prepared(tmp_path_factory.mktemp("prepared"), fitted)
 
 
 @pytest.fixture
 def processor_env(local_stack, streams, prepared_model) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "KCL_"))}
     env.update(local_stack.env())
-    env.update(streams)
+    env.update(streams.env())
     env.update(
         KCL_APPLICATION_NAME="protocol-test",
         MODEL_URI="test://tiny",

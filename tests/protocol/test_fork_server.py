@@ -8,8 +8,10 @@ writes, checkpoints and exit statuses are asserted for a record processor whose 
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,11 +23,12 @@ from consumer.model.compile import compile_into
 from consumer.model.prepared import ModelInfo
 from consumer.runtime.forkclient import SOCKET_VARIABLE
 from consumer.runtime.forkserver import ForkServer, start
+from consumer.tools.harness import wait_for
 from consumer.tools.multilang import MultiLangDriver
 from consumer.tools.paths import REPO_ROOT
 from tests.protocol.test_multilang import *  # noqa: F403 - the protocol tests, run again through the fork server
 from tests.protocol.test_multilang import initialize, process, record
-from tests.unit.factories import ride_payload
+from tests.support.factories import ride_payload
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +84,10 @@ def test_the_shard_runs_in_a_forked_worker_that_writes_to_the_processors_pipes(s
 
     assert worker.pid != processor.process.pid
     assert worker.ppid() == fork_servers[0].process.pid
-    events = processor.log_events()
-    assert any(event.get("event") == "shard_initialized" for event in events)  # the worker's stderr is ours
+    # the worker's stderr is ours (read by the driver's thread: wait for the line)
+    assert wait_for(
+        lambda: any(event.get("event") == "shard_initialized" for event in processor.log_events()), timeout=10
+    )
     processor.send({"action": "leaseLost"})
     assert processor.receive() == {"action": "status", "responseFor": "leaseLost"}
     assert processor.exit_code() == 0
@@ -205,3 +210,68 @@ def test_the_server_exits_when_its_parent_dies(processor_env, tmp_path):
 
     psutil.wait_procs([server], timeout=30)
     assert not server.is_running()
+
+
+def request_without_reading_the_reply(server: ForkServer) -> tuple[int, int]:
+    """Ask ``server`` for a worker, from a client that cannot read the answer (its receiving side shut down: the
+    server's reply fails). The worker's stdin and stdout are pipes this test holds the other ends of: returned as
+    (stdin's write end, stdout's read end)."""
+    import socket
+
+    stdin_read, stdin_write = os.pipe()
+    stdout_read, stdout_write = os.pipe()
+    null = os.open(os.devnull, os.O_WRONLY)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        client.connect(str(server.socket_path))
+        client.shutdown(socket.SHUT_RD)
+        socket.send_fds(client, [b"F"], [stdin_read, stdout_write, null])
+    for fd in (stdin_read, stdout_write, null):
+        os.close(fd)
+    return stdin_write, stdout_read
+
+
+def ends(stdout_read: int, timeout: float = 30.0) -> bool:
+    """Whether every process that holds the write end of this pipe (the worker) has ended within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        if select.select([stdout_read], [], [], left)[0] and not os.read(stdout_read, 65536):
+            return True
+    return False
+
+
+def test_a_worker_whose_reply_fails_is_killed(processor_env, fork_servers, tmp_path):
+    server = start(processor_env, tmp_path / "server")
+    fork_servers.append(server)
+    stdin_write, stdout_read = request_without_reading_the_reply(server)
+
+    # Its stdin stays open: the worker would wait for the daemon's first message for ever, and no record processor
+    # would ever end it.
+    assert ends(stdout_read), "the worker of a failed reply still runs"
+    assert server.process.poll() is None  # the server serves on
+    os.close(stdin_write)
+
+
+def test_a_worker_that_ends_while_no_record_processor_is_connected_is_reaped(processor_env, fork_servers, tmp_path):
+    server = start(processor_env, tmp_path / "server")
+    fork_servers.append(server)
+    stdin_write, stdout_read = request_without_reading_the_reply(server)
+    os.close(stdin_write)  # whether killed or not, the worker ends now: its stdin is closed
+    assert ends(stdout_read)
+
+    deadline = time.monotonic() + 30
+    while (zombies := psutil.Process(server.process.pid).children()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert zombies == [], "a worker is left a zombie of the server"
+
+
+def test_a_worker_holds_no_connection_to_the_server(start_processor, fork_servers):
+    processor = start_processor()
+    initialize(processor)
+    worker = processor.worker()
+
+    sockets = [connection.laddr for connection in worker.net_connections(kind="unix")]
+
+    assert str(fork_servers[0].socket_path) not in sockets  # only the server answers the record processor
+    processor.send({"action": "leaseLost"})
+    assert processor.receive() == {"action": "status", "responseFor": "leaseLost"}
+    assert processor.exit_code() == 0

@@ -8,7 +8,7 @@ import json
 import orjson
 
 from consumer.tools.tail import read_all
-from tests.unit.factories import ride_payload
+from tests.support.factories import ride_payload
 
 SHARD = "shardId-000000000007"
 
@@ -61,8 +61,8 @@ def test_a_batch_is_written_then_checkpointed_at_its_last_record(start_processor
     assert processor.receive() == {"action": "status", "responseFor": "processRecords"}
 
     kinesis = local_stack.kinesis_client()
-    predictions = read_all(kinesis, streams["PREDICTIONS_STREAM_NAME"], expect=5, timeout=20)
-    dead = read_all(kinesis, streams["DEAD_LETTER_STREAM_NAME"], expect=3, timeout=20)
+    predictions = read_all(kinesis, streams.predictions, expect=5, timeout=20)
+    dead = read_all(kinesis, streams.dead_letters, expect=3, timeout=20)
     assert sorted(item.event["prediction"]["ride_id"] for item in predictions) == [1, 2, 3, 4, 5]
     assert {item.event["version"] for item in predictions} == {"42"}
     assert {item.event["model"] for item in predictions} == {"ride_duration_prediction_model"}
@@ -136,7 +136,7 @@ def test_a_dry_run_scores_but_writes_and_checkpoints_nothing(start_processor, lo
     processor.send({"action": "shutdownRequested"})
     assert processor.receive() == {"action": "status", "responseFor": "shutdownRequested"}
     kinesis = local_stack.kinesis_client()
-    assert read_all(kinesis, streams["PREDICTIONS_STREAM_NAME"], expect=None, timeout=1) == []
+    assert read_all(kinesis, streams.predictions, expect=None, timeout=1) == []
     dry = next(event for event in processor.log_events() if event.get("event") == "batch_scored_dry_run")
     assert (dry["predicted"], dry["dead_lettered"]) == (1, 1)
 

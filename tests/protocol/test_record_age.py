@@ -8,7 +8,7 @@ import time
 
 from consumer.tools.tail import read_all
 from tests.protocol.test_multilang import answer_checkpoint, initialize, process, record
-from tests.unit.factories import ride_payload
+from tests.support.factories import ride_payload
 
 
 def test_a_ride_older_than_the_maximum_age_is_dead_lettered_as_stale(start_processor, local_stack, streams):
@@ -21,8 +21,8 @@ def test_a_ride_older_than_the_maximum_age_is_dead_lettered_as_stale(start_proce
     assert processor.receive() == {"action": "status", "responseFor": "processRecords"}
 
     kinesis = local_stack.kinesis_client()
-    predictions = read_all(kinesis, streams["PREDICTIONS_STREAM_NAME"], expect=1, timeout=20)
-    dead = read_all(kinesis, streams["DEAD_LETTER_STREAM_NAME"], expect=1, timeout=20)
+    predictions = read_all(kinesis, streams.predictions, expect=1, timeout=20)
+    dead = read_all(kinesis, streams.dead_letters, expect=1, timeout=20)
     assert [item.event["prediction"]["ride_id"] for item in predictions] == [2]
     assert [(item.event["reason"], base64.b64decode(item.event["payload_base64"])) for item in dead] == [
         ("stale", ride_payload(1))

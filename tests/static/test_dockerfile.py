@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
-from consumer.runtime.settings import Settings
+from consumer.runtime.settings import ServingSettings, Settings
 from tests.static.conftest import REPO, checkov, manifest, task_definition
+from tests.support.requirements import require_tool
 
 DOCKERFILE = REPO / "Dockerfile"
 
@@ -39,8 +38,7 @@ def env() -> dict[str, str]:
 
 
 def test_dockerfile_passes_hadolint_with_only_the_accepted_ignores():
-    hadolint = shutil.which("hadolint", path=str(Path(REPO / ".venv" / "bin")))
-    assert hadolint, "hadolint is a dev package: run `make setup`"
+    hadolint = require_tool("hadolint", "it is a dev package: run `make setup`", path=str(REPO / ".venv" / "bin"))
     result = subprocess.run([hadolint, "--no-color", str(DOCKERFILE)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     ignored = set(re.findall(r"#\s*hadolint ignore=([\w,]+)", DOCKERFILE.read_text()))
@@ -54,12 +52,14 @@ def test_dockerfile_passes_checkov(static_tools):
     assert report["summary"]["passed"] > 0
 
 
-def test_image_runs_as_uid_10001_behind_tini_and_exposes_the_metrics_port():
+def test_image_runs_as_uid_10001_behind_tini_and_exposes_the_metrics_and_web_ports():
     assert instructions("USER") == ["10001:10001"]
     entrypoint = json.loads(instructions("ENTRYPOINT")[-1])
     assert entrypoint[:2] == ["/usr/bin/tini", "--"] and entrypoint[2:] == ["python", "-m", "consumer"]
     assert json.loads(instructions("CMD")[-1]) == ["run"]
-    assert instructions("EXPOSE") == [str(Settings.model_fields["metrics_port"].default)] == [env()["METRICS_PORT"]]
+    metrics_port = str(Settings.model_fields["metrics_port"].default)
+    assert metrics_port == env()["METRICS_PORT"]
+    assert instructions("EXPOSE") == [f"{metrics_port} {ServingSettings.model_fields['serve_port'].default}"]
 
 
 def test_build_installs_the_default_lock_section_only_and_verifies_the_jars():

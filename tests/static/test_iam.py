@@ -35,6 +35,8 @@ KEDA_POLICY = REPO / "iam" / "keda-scaler-policy.json"
 #: lock client that holds KCL 3's leader lock.
 KCL_ARTIFACTS = ("amazon-kinesis-client", "amazon-kinesis-client-multilang", "dynamodb-lock-client")
 LOCK_CLIENT = "dynamodb-lock-client"
+#: The web endpoint's role (k8s/web/serviceaccount.yaml): it only reads the model.
+WEB_POLICY = REPO / "iam" / "web-policy.json"
 #: SDK client package -> IAM service prefix (the same names in botocore).
 SDK_SERVICES = {"kinesis": "kinesis", "dynamodb": "dynamodb", "cloudwatch": "cloudwatch"}
 #: The DynamoDB enhanced client's tables: their methods are DynamoDB operations on the table they map.
@@ -242,7 +244,7 @@ def test_the_daemon_creates_and_indexes_its_tables():
     assert "dynamodb:CreateTable" in needs[COORDINATOR] & needs[WORKER_METRICS]
 
 
-def test_processor_actions_are_found_by_reading_the_service_code():
+def test_the_policy_check_reads_the_actions_from_the_service_modules_not_the_tools():
     modules = {str(path.relative_to(REPO)) for path in service_modules()}
     assert {"consumer/pipeline/sink.py", "consumer/runtime/shard.py", "consumer/model/prepare.py"} <= modules
     assert not {path for path in modules if path.startswith("consumer/tools/")}, "tools are not part of the service"
@@ -305,7 +307,22 @@ def test_resources_are_the_streams_table_and_namespace_the_manifests_name():
     assert keda["Resource"] == stream(settings["INPUT_STREAM_NAME"])
 
 
-@pytest.mark.parametrize("path", [POLICY, KEDA_POLICY], ids=lambda path: path.name)
+def test_web_policy_grants_only_reading_the_model_the_consumer_reads():
+    """`serve` prepares the model as the launcher does and calls nothing else of AWS."""
+    assert granted(WEB_POLICY) == model_download_actions()
+
+    def resources(path: Path) -> dict[str, set[str]]:
+        return {
+            action: set(as_list(statement["Resource"]))
+            for statement in statements(path)
+            for action in as_list(statement["Action"])
+            if action in model_download_actions()
+        }
+
+    assert resources(WEB_POLICY) == resources(POLICY)
+
+
+@pytest.mark.parametrize("path", [POLICY, KEDA_POLICY, WEB_POLICY], ids=lambda path: path.name)
 def test_policy_passes_parliament(static_tools, path):
     """Known actions, resource ARNs of the type each action takes, condition keys the action supports."""
     result = subprocess.run(

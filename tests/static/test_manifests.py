@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,9 +17,10 @@ from botocore.validate import ParamValidator
 
 from consumer.errors import SettingsError
 from consumer.runtime.daemon import parse_properties
-from consumer.runtime.launcher import KILL_MARGIN_SECONDS
-from consumer.runtime.settings import load_settings
+from consumer.runtime.settings import ServingSettings, load_serving_settings, load_settings
+from consumer.runtime.supervision import KILL_MARGIN_SECONDS
 from tests.static.conftest import K8S, REPO, checkov, manifest, manifests, settings_configmap, task_definition
+from tests.support.requirements import require_tool
 
 #: The oldest Kubernetes minor still in EKS's support window when this was written, and the newest known schema.
 KUBERNETES_VERSIONS = ("1.30.0", kubernetes_validate.utils.latest_version())
@@ -42,6 +42,8 @@ CRD_MODELS = {
     ("keda.sh/v1alpha1", "TriggerAuthentication"): "cloudcoil.models.keda.v1alpha1:TriggerAuthentication",
 }
 OPTIONAL_FOLDERS = (K8S / "monitoring", K8S / "keda")
+#: The web endpoint (`python -m consumer serve`): its own Deployment, Service, identity and settings.
+WEB = K8S / "web"
 
 
 def clear_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -68,6 +70,16 @@ def test_core_manifests_are_valid_kubernetes_objects_with_no_unknown_field(versi
         "NetworkPolicy",
         "PodDisruptionBudget",
     }
+    for obj in objects:
+        kubernetes_validate.validate(obj, version, strict=True)
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_web_manifests_are_valid_kubernetes_objects_with_no_unknown_field(version):
+    objects = manifests(WEB)
+    assert sorted(obj["kind"] for obj in objects) == sorted(
+        ["ServiceAccount", "ConfigMap", "Deployment", "Service", "NetworkPolicy", "PodDisruptionBudget"]
+    )
     for obj in objects:
         kubernetes_validate.validate(obj, version, strict=True)
 
@@ -147,22 +159,22 @@ def test_manifests_pass_checkov_but_for_the_accepted_findings(static_tools):
 def test_kubectl_apply_f_reads_only_kubernetes_objects():
     """`kubectl apply -f k8s/` reads every *.yaml of the folder: no Kustomization object may be among them (the
     kustomize entry points are named `Kustomization`), and every document has an apiVersion and a kind."""
-    for folder in (K8S, *OPTIONAL_FOLDERS):
+    for folder in (K8S, *OPTIONAL_FOLDERS, WEB):
         for path in folder.glob("*.y*ml"):
             for document in yaml.safe_load_all(path.read_text()):
                 assert document["apiVersion"] and document["kind"] != "Kustomization", path
 
 
-@pytest.mark.parametrize("folder", [K8S, *OPTIONAL_FOLDERS], ids=lambda path: path.name)
+@pytest.mark.parametrize("folder", [K8S, *OPTIONAL_FOLDERS, WEB], ids=lambda path: path.name)
 def test_each_kustomization_lists_exactly_the_manifests_of_its_folder(folder):
     kustomization = yaml.safe_load((folder / "Kustomization").read_text())
     assert sorted(kustomization["resources"]) == sorted(path.name for path in folder.glob("*.yaml"))
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed here")
-@pytest.mark.parametrize("folder", [K8S, *OPTIONAL_FOLDERS], ids=lambda path: path.name)
+@pytest.mark.parametrize("folder", [K8S, *OPTIONAL_FOLDERS, WEB], ids=lambda path: path.name)
 def test_kustomize_builds_the_same_objects_as_apply_f(folder):
-    built = subprocess.run(["kubectl", "kustomize", str(folder)], capture_output=True, text=True, check=True).stdout
+    kubectl = require_tool("kubectl", "install kubectl (its built-in kustomize renders the folders)")
+    built = subprocess.run([kubectl, "kustomize", str(folder)], capture_output=True, text=True, check=True).stdout
     names = sorted((obj["kind"], obj["metadata"]["name"]) for obj in yaml.safe_load_all(built) if obj)
     assert names == sorted((obj["kind"], obj["metadata"]["name"]) for obj in manifests(folder))
 
@@ -219,7 +231,7 @@ def test_stop_grace_outlasts_the_daemons_drain_and_the_launchers_kill_margin():
     assert needed < stop_timeout <= 120  # Fargate's maximum
 
 
-def test_deployment_worker_id_probes_and_security_context():
+def test_deployment_pods_are_their_own_worker_id_probed_on_healthz_and_readyz_and_locked_down():
     pod = manifest("Deployment")["spec"]["template"]["spec"]
     container = pod["containers"][0]
     worker_id = next(item for item in container["env"] if item["name"] == "KCL_WORKER_ID")
@@ -262,3 +274,57 @@ def test_the_fargate_task_gets_at_least_the_pods_memory_limit():
     limit = manifest("Deployment")["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"]
     assert limit.endswith("Mi"), "write the memory limit in Mi"
     assert int(task_definition()["memory"]) >= int(limit.removesuffix("Mi"))
+
+
+# ------------------------------------------------------------------------------------------------ the web endpoint
+
+
+def test_web_settings_start_serve_on_the_containers_port(monkeypatch):
+    """Every key is a setting of `serve` (or MLflow's own variable) and every value passes its validation."""
+    clear_environment(monkeypatch)
+    settings = manifest("ConfigMap", folder=WEB)["data"]
+    known = {name.upper() for name in ServingSettings.model_fields} | {"AWS_REGION", "MLFLOW_TRACKING_URI"}
+    assert set(settings) <= known
+    for key, value in settings.items():
+        monkeypatch.setenv(key, value)
+    serving = load_serving_settings()
+    container = manifest("Deployment", folder=WEB)["spec"]["template"]["spec"]["containers"][0]
+    assert serving.serve_port == container["ports"][0]["containerPort"]
+    assert serving.model_uri == settings_configmap()["MODEL_URI"], "the web endpoint serves the consumer's model"
+
+
+def test_web_deployment_runs_serve_from_the_consumers_image_with_its_probes_and_security():
+    pod = manifest("Deployment", folder=WEB)["spec"]["template"]["spec"]
+    consumer_pod = manifest("Deployment")["spec"]["template"]["spec"]
+    container, consumer = pod["containers"][0], consumer_pod["containers"][0]
+    assert container["args"] == ["serve"]
+    assert container["image"] == consumer["image"]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert container["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert container["securityContext"] == consumer["securityContext"]
+    assert pod["securityContext"] == consumer_pod["securityContext"]
+    assert {mount["mountPath"] for mount in container["volumeMounts"]} == {"/tmp"} | {
+        mount["mountPath"] for mount in consumer["volumeMounts"] if mount["name"] in ("model-cache", "prometheus")
+    }
+    for kind in ("requests", "limits"):
+        assert set(container["resources"][kind]) == {"cpu", "memory"}
+    assert pod["serviceAccountName"] == manifest("ServiceAccount", folder=WEB)["metadata"]["name"]
+    role = manifest("ServiceAccount", folder=WEB)["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
+    assert role != manifest("ServiceAccount")["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
+
+
+def test_web_service_pdb_and_network_policy_point_at_the_web_pods_only():
+    deployment = manifest("Deployment", folder=WEB)
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    consumer_labels = manifest("Deployment")["spec"]["template"]["metadata"]["labels"]
+    port_names = {port["name"] for port in deployment["spec"]["template"]["spec"]["containers"][0]["ports"]}
+    service = manifest("Service", folder=WEB)["spec"]
+    assert service["selector"].items() <= labels.items()
+    assert not service["selector"].items() <= consumer_labels.items()
+    assert {port["targetPort"] for port in service["ports"]} <= port_names
+    assert [port["port"] for port in service["ports"]] == [9696]  # the course's port
+    assert manifest("PodDisruptionBudget", folder=WEB)["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    policy = manifest("NetworkPolicy", folder=WEB)["spec"]
+    assert policy["podSelector"]["matchLabels"].items() <= labels.items()
+    assert {port["port"] for rule in policy["ingress"] for port in rule["ports"]} <= port_names

@@ -1,4 +1,5 @@
-"""Fixtures for the unit tier: no I/O."""
+"""Fixtures for the unit tier: no emulator, nothing beyond loopback; the only subprocesses are the launcher and the
+fork server driven by fakes (tests/support/launcher.py, tests/support/fork_server.py)."""
 
 import pytest
 

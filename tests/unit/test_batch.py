@@ -1,8 +1,12 @@
 import orjson
+import pytest
 
+from consumer.errors import BatchDeadlineExceeded, ModelBroken
+from consumer.model.features import PROBE_RIDES
 from consumer.pipeline.batch import decode_records, encode, score
-from consumer.pipeline.events import Reason
-from tests.unit.factories import records, ride_payload
+from consumer.pipeline.deadline import Deadline
+from consumer.pipeline.events import Reason, Unusual
+from tests.support.factories import records, ride_payload
 
 
 class DistanceModel:
@@ -19,14 +23,45 @@ class DistanceModel:
         return [ride.trip_distance * 2 for ride in rides]
 
 
+class BrokenModel:
+    """Fails on every call, whatever the rides: a broken session, a MemoryError."""
+
+    def __init__(self, error: Exception | None = None) -> None:
+        self.error = error or MemoryError("cannot allocate")
+        self.calls: list[int] = []
+
+    def predict(self, rides):
+        self.calls.append(len(rides))
+        raise self.error
+
+
 def test_every_record_gets_exactly_one_outcome():
-    batch = records(ride_payload(1), b"not json", ride_payload(2, distance=-5), ride_payload(3))
+    batch = records(
+        ride_payload(1), b"not json", ride_payload(2, distance=-5), ride_payload(3), ride_payload("x" * 300)
+    )
     accepted, rejected = decode_records(batch, "shardId-0")
     scored, failed = score(DistanceModel(), accepted)
-    assert [item.ride.ride_id for item in scored] == [1, 3]
-    assert [item.reason for item in rejected] == [Reason.NOT_JSON, Reason.OUT_OF_RANGE]
+    assert [item.ride.ride_id for item in scored] == [1, 2, 3]
+    assert [item.reason for item in rejected] == [Reason.NOT_JSON, Reason.RIDE_ID_TOO_LONG]
     assert failed == []
-    assert [item.source.sequence_number for item in rejected] == ["101", "102"]
+    assert [item.source.sequence_number for item in rejected] == ["101", "104"]
+
+
+def test_rides_with_unusual_values_are_scored_and_say_what_is_unusual():
+    batch = records(
+        ride_payload(1, distance=224_481.38), ride_payload(2, pu=999), ride_payload(3), ride_payload(4, distance=-2)
+    )
+    accepted, rejected = decode_records(batch, "shardId-0")
+    scored, failed = score(DistanceModel(), accepted)
+
+    assert rejected == failed == []
+    assert [item.ride.ride_id for item in scored] == [1, 2, 3, 4]
+    assert [item.unusual for item in accepted] == [
+        (Unusual.LONG_DISTANCE,),
+        (Unusual.UNKNOWN_ZONE,),
+        (),
+        (Unusual.NEGATIVE_DISTANCE,),
+    ]
 
 
 def test_the_whole_batch_is_scored_in_one_model_call():
@@ -48,7 +83,75 @@ def test_a_ride_that_makes_the_model_raise_is_isolated_by_bisection():
     assert failed[0].reason == Reason.MODEL_ERROR
     assert "cannot score this ride" in failed[0].detail
     assert failed[0].payload == payloads[37]
-    assert model.calls <= 1 + 2 * 6  # log2(64) levels, two calls each
+    assert model.calls <= 1 + 1 + 2 * 6  # the batch, the probe, then log2(64) levels of two calls each
+
+
+def test_a_model_that_fails_on_the_whole_batch_and_on_the_probe_rides_is_broken():
+    model = BrokenModel()
+    accepted, _ = decode_records(records(*(ride_payload(i) for i in range(100))), "shardId-0")
+
+    with pytest.raises(ModelBroken, match=r"all 100 rides of the batch \(MemoryError: cannot allocate\)"):
+        score(model, accepted)
+    assert model.calls == [100, len(PROBE_RIDES)]  # no bisection: no ride is at fault
+
+
+def test_a_broken_model_is_told_from_a_single_ride_it_cannot_score():
+    class OneBadRide(DistanceModel):
+        pass
+
+    accepted, _ = decode_records(records(ride_payload(1, distance=999.0)), "shardId-0")
+
+    scored, failed = score(OneBadRide(poison_distance=999.0), accepted)
+    assert scored == []
+    assert [item.reason for item in failed] == [Reason.MODEL_ERROR]
+
+    with pytest.raises(ModelBroken):
+        score(BrokenModel(), accepted)
+
+
+def test_a_model_that_gives_no_finite_prediction_at_all_is_broken():
+    class NanModel:
+        def predict(self, rides):
+            return [float("nan")] * len(rides)
+
+    accepted, _ = decode_records(records(ride_payload(1), ride_payload(2)), "s")
+    with pytest.raises(ModelBroken, match="not finite"):
+        score(NanModel(), accepted)
+
+
+def test_rides_that_all_fail_while_the_probe_scores_are_dead_lettered():
+    accepted, _ = decode_records(records(*(ride_payload(i, distance=999.0) for i in range(5))), "shardId-0")
+
+    scored, failed = score(DistanceModel(poison_distance=999.0), accepted)
+
+    assert scored == []
+    assert [item.reason for item in failed] == [Reason.MODEL_ERROR] * 5
+
+
+def test_without_probe_rides_a_whole_batch_failure_is_blamed_on_the_rides():
+    accepted, _ = decode_records(records(ride_payload(1), ride_payload(2)), "shardId-0")
+
+    scored, failed = score(BrokenModel(), accepted, probe=())
+
+    assert scored == [] and [item.reason for item in failed] == [Reason.MODEL_ERROR] * 2
+
+
+def test_no_predict_call_starts_after_the_deadline():
+    now = [0.0]
+
+    class SlowFailing(DistanceModel):
+        def predict(self, rides):
+            now[0] += 10.0  # each call takes 10 s of the fake clock
+            return super().predict(rides)
+
+    accepted, _ = decode_records(records(*(ride_payload(i, distance=999.0 if i == 5 else 1.0) for i in range(64))), "s")
+    model = SlowFailing(poison_distance=999.0)
+
+    with pytest.raises(
+        BatchDeadlineExceeded, match=r"deadline of 35 s \(BATCH_DEADLINE_SECONDS\) passed while isolating"
+    ):
+        score(model, accepted, deadline=Deadline(35.0, clock=lambda: now[0]))
+    assert model.calls == 4  # the batch, the probe, two halves: the deadline passed at 40 s
 
 
 def test_a_non_finite_prediction_is_dead_lettered():

@@ -1,33 +1,19 @@
 import pytest
-from amazon_kclpy.checkpoint_error import CheckpointError
 
 from consumer.errors import CheckpointFailed
 from consumer.pipeline.checkpointing import Checkpointed, checkpoint
-
-
-class ScriptedCheckpointer:
-    """Answers each checkpoint with the next scripted error name (None = success)."""
-
-    def __init__(self, *answers: str | None) -> None:
-        self.answers = list(answers)
-        self.calls: list[tuple[str | None, int | None]] = []
-
-    def checkpoint(self, sequence_number=None, sub_sequence_number=None):
-        self.calls.append((sequence_number, sub_sequence_number))
-        answer = self.answers.pop(0)
-        if answer is not None:
-            raise CheckpointError(answer)
+from tests.support.fakes import FakeCheckpointer
 
 
 def test_a_checkpoint_is_taken_at_the_given_record():
-    checkpointer = ScriptedCheckpointer(None)
+    checkpointer = FakeCheckpointer(None)
     assert checkpoint(checkpointer, "42", 0, sleep=lambda _: None) is Checkpointed.DONE
     assert checkpointer.calls == [("42", 0)]
 
 
 @pytest.mark.parametrize("error", ["ThrottlingException", "KinesisClientLibDependencyException"])
 def test_throttling_is_retried_with_backoff(error):
-    checkpointer = ScriptedCheckpointer(error, error, None)
+    checkpointer = FakeCheckpointer(error, error, None)
     sleeps: list[float] = []
     assert checkpoint(checkpointer, "42", 0, sleep=sleeps.append) is Checkpointed.DONE
     assert len(checkpointer.calls) == 3
@@ -35,20 +21,20 @@ def test_throttling_is_retried_with_backoff(error):
 
 
 def test_endless_throttling_gives_up_after_the_attempt_budget():
-    checkpointer = ScriptedCheckpointer(*["ThrottlingException"] * 4)
+    checkpointer = FakeCheckpointer(*["ThrottlingException"] * 4)
     with pytest.raises(CheckpointFailed, match="ThrottlingException on each of 4 attempts"):
         checkpoint(checkpointer, "42", 0, max_attempts=4, sleep=lambda _: None)
 
 
 def test_a_shutdown_exception_means_the_lease_is_gone():
-    checkpointer = ScriptedCheckpointer("ShutdownException")
+    checkpointer = FakeCheckpointer("ShutdownException")
     assert checkpoint(checkpointer, "42", 0, sleep=lambda _: None) is Checkpointed.LEASE_LOST
     assert len(checkpointer.calls) == 1
 
 
 @pytest.mark.parametrize("error", ["InvalidStateException", "SomethingNew"])
 def test_an_invalid_state_fails_loudly_without_retry(error):
-    checkpointer = ScriptedCheckpointer(error)
+    checkpointer = FakeCheckpointer(error)
     with pytest.raises(CheckpointFailed, match=error) as caught:
         checkpoint(checkpointer, "42", 0, sleep=lambda _: pytest.fail("must not retry"))
     assert caught.value.sequence_number == "42"

@@ -3,27 +3,16 @@ query is PromQL that reads metrics the consumer defines (tests/e2e checks them a
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import json
 import re
-from types import ModuleType
 
 import pytest
 
 from consumer.tools.paths import REPO_ROOT
-from tests.prometheus import defined_metric_names, metric_names
+from tests.support.prometheus import dashboard_builder, defined_metric_names, metric_names
 
-
-def load_builder() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("dashboard_build", REPO_ROOT / "dashboards" / "build.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-builder = load_builder()
+builder = dashboard_builder()
 DOCUMENT = json.loads(builder.OUTPUT.read_text())
 PANELS = [panel for panel in DOCUMENT["panels"] if panel["type"] != "row"]
 
@@ -68,12 +57,12 @@ def test_the_pod_picker_lists_pods_by_a_metric_every_pod_exports():
     assert metric in defined_metric_names()
 
 
-def test_the_dashboard_answers_the_operators_questions():
+def test_the_dashboard_shows_lag_throughput_dead_letters_latencies_checkpoints_leases_and_model():
     titles = {panel["title"] for panel in PANELS}
     assert {
         "Seconds behind latest, per shard",
         "Records per second, in and out",
-        "Dead letters per second, by reason",
+        "Dead letters by reason, unusual rides by kind",
         "Scoring latency",
         "Put latency, by stream",
         "Checkpoints per second",

@@ -10,7 +10,7 @@ import orjson
 from consumer.pipeline.events import SourceRecord, dead_letter_event, decode_ride, prediction_event
 from consumer.tools.ledger import Outcome, build_ledger, format_ledger
 from consumer.tools.tail import TailedRecord
-from tests.unit.factories import ride_payload
+from tests.support.factories import ride_payload
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 _output_sequence = iter(range(10**6))

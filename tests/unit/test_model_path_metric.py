@@ -25,11 +25,11 @@ def test_the_scoring_path_is_a_labelled_info_metric():
     assert 'ride_consumer_model_path_info{model_path="onnx"} 1.0' in text
 
 
-def test_no_sample_before_the_model_is_prepared():
+def test_the_model_path_metric_has_no_sample_before_the_model_is_prepared():
     assert "ride_consumer_model_path_info{" not in scrape(None)
 
 
-def test_the_path_comes_from_the_prepared_directory(tmp_path):
+def test_the_scoring_path_is_onnx_only_when_the_prepared_directory_holds_a_compiled_model(tmp_path):
     assert scoring_path(tmp_path) == "sklearn"  # prepared before the fast path: no fastpath.json
     (tmp_path / FAST_METADATA_FILE).write_text(json.dumps({"compiled": False, "reason": "not a forest"}))
     assert scoring_path(tmp_path) == "sklearn"

@@ -11,9 +11,10 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from consumer.errors import SettingsError
-from consumer.runtime.health import INITIALIZED_MARKER, DaemonOutput, LauncherState
-from consumer.runtime.launcher import _empty_metrics_dir
+from consumer.runtime.daemonlog import INITIALIZED_MARKER, DaemonOutput
+from consumer.runtime.health import LauncherState
 from consumer.runtime.metrics import LauncherCollector
+from consumer.runtime.metricsfolder import MetricsFolder
 from consumer.runtime.settings import load_settings
 
 
@@ -59,7 +60,8 @@ def test_the_relay_copies_json_lines_wraps_the_rest_and_notices_initialisation(t
     )
     jvm_line = b'OpenJDK 64-Bit Server VM warning: "quoted"\n'
     out = io.BytesIO()
-    relay = DaemonOutput(io.BytesIO(processor_line + jvm_line + daemon_line), out, state).start()
+    relay = DaemonOutput(io.BytesIO(processor_line + jvm_line + daemon_line), out, state.daemon_initialized_now)
+    relay.start()
     relay.join(timeout=10)
 
     lines = out.getvalue().splitlines(keepends=True)
@@ -73,7 +75,7 @@ def test_the_relay_copies_json_lines_wraps_the_rest_and_notices_initialisation(t
 def test_the_relay_does_not_call_the_daemon_initialised_before_it_says_so(tmp_path):
     state = LauncherState(tmp_path)
     starting = io.BytesIO(b'{"event":"Initializing LeaseCoordinator attempt 1"}\n')
-    DaemonOutput(starting, io.BytesIO(), state).start().join(timeout=10)
+    DaemonOutput(starting, io.BytesIO(), state.daemon_initialized_now).start().join(timeout=10)
     assert not state.daemon_initialized
 
 
@@ -82,10 +84,11 @@ def test_emptying_the_metrics_folder_removes_only_metric_files(tmp_path):
     folder.mkdir()
     (folder / "counter_123.db").write_bytes(b"x")
     (folder / "gauge_livemax_123.db").write_bytes(b"x")
+    (folder / "counter_compacted.db").write_bytes(b"x")
     (folder / "notes.txt").write_text("not ours")
-    _empty_metrics_dir(folder)
+    MetricsFolder(folder).empty()
     assert sorted(path.name for path in folder.iterdir()) == ["notes.txt"]
-    _empty_metrics_dir(tmp_path / "new")
+    MetricsFolder(tmp_path / "new").empty()
     assert (tmp_path / "new").is_dir()
 
 

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
-from typing import Any
 
 import orjson
 import pytest
-from amazon_kclpy.checkpoint_error import CheckpointError
 from prometheus_client import CollectorRegistry
 
 from consumer.errors import SinkError
@@ -16,36 +13,10 @@ from consumer.pipeline.meter import ShardMetrics
 from consumer.pipeline.processor import RideProcessor
 from consumer.pipeline.sink import MemorySink
 from consumer.runtime.logs import configure_logging, get_logger
-from tests.unit.factories import FakeRecord, ride_payload
+from tests.support.factories import FakeRecord, ride_payload, ride_processor
+from tests.support.fakes import FakeCheckpointer, FakeInput
 
-SHARD = "shardId-000000000003"
-
-
-class Checkpointer:
-    def __init__(self, errors: list[str] | None = None) -> None:
-        self.errors = list(errors or [])
-        self.calls: list[tuple[str | None, int | None]] = []
-
-    def checkpoint(self, sequence_number: str | None = None, sub_sequence_number: int | None = None) -> None:
-        self.calls.append((sequence_number, sub_sequence_number))
-        if self.errors:
-            raise CheckpointError(self.errors.pop(0))
-
-
-@dataclass
-class Input:
-    """The fields of amazon_kclpy's inputs that the processor reads."""
-
-    records: list[Any] | None = None
-    checkpointer: Any = None
-    millis_behind_latest: int | None = None
-    shard_id: str = SHARD
-    sequence_number: str = "TRIM_HORIZON"
-
-
-class Model:
-    def predict(self, rides):
-        return [12.5 for _ in rides]
+SHARD = FakeInput.shard_id
 
 
 @pytest.fixture
@@ -60,16 +31,8 @@ def sinks() -> dict[str, MemorySink]:
 
 @pytest.fixture
 def processor(registry, sinks) -> RideProcessor:
-    processor = RideProcessor(
-        model=Model(),
-        model_version="7",
-        predictions=sinks["predictions"],
-        dead_letters=sinks["dead_letters"],
-        input_stream="rides",
-        metrics=ShardMetrics.create(registry),
-        sleep=lambda _: None,
-    )
-    processor.initialize(Input())
+    processor = ride_processor(**sinks, metrics=ShardMetrics.create(registry))
+    processor.initialize(FakeInput())
     return processor
 
 
@@ -85,16 +48,16 @@ def batch(*payloads: bytes, first: int = 100, arrived: int = 1_700_000_000_000) 
 
 
 def test_a_batch_counts_records_in_predictions_and_dead_letters_by_reason(processor, registry):
-    records = batch(ride_payload(1), ride_payload(2), b"{not json", b"\xff", ride_payload(3, distance=-1.0))
-    processor.process_records(Input(records, Checkpointer(), millis_behind_latest=2500))
+    records = batch(ride_payload(1), ride_payload(2), b"{not json", b"\xff", ride_payload("x" * 257))
+    processor.process_records(FakeInput(records, FakeCheckpointer(), millis_behind_latest=2500))
 
     assert value(registry, "ride_consumer_records_received_total", shard_id=SHARD) == 5
     assert value(registry, "ride_consumer_predictions_written_total", shard_id=SHARD) == 2
     dead = {
         reason: value(registry, "ride_consumer_dead_letters_total", shard_id=SHARD, reason=reason)
-        for reason in ("not_json", "not_utf8", "out_of_range")
+        for reason in ("not_json", "not_utf8", "ride_id_too_long", "model_error")
     }
-    assert dead == {"not_json": 1, "not_utf8": 1, "out_of_range": 1}
+    assert dead == {"not_json": 1, "not_utf8": 1, "ride_id_too_long": 1, "model_error": 0}
     assert value(registry, "ride_consumer_batches_total", shard_id=SHARD) == 1
     assert value(registry, "ride_consumer_checkpoints_total", shard_id=SHARD) == 1
     assert value(registry, "ride_consumer_batch_size_records_sum", shard_id=SHARD) == 5
@@ -104,10 +67,31 @@ def test_a_batch_counts_records_in_predictions_and_dead_letters_by_reason(proces
     assert value(registry, "ride_consumer_put_duration_seconds_count", sink="dead_letters") == 1
 
 
+def test_rides_with_unusual_values_are_predicted_and_counted_by_kind(processor, registry, sinks):
+    records = batch(ride_payload(1, distance=1_500.0), ride_payload(2, distance=-1.0), ride_payload(3, pu=0, do=266))
+    processor.process_records(FakeInput(records, FakeCheckpointer()))
+
+    assert len(sinks["predictions"].written) == 3
+    assert sinks["dead_letters"].written == []
+    unusual = {
+        kind: value(registry, "ride_consumer_unusual_rides_total", shard_id=SHARD, kind=kind)
+        for kind in ("long_distance", "negative_distance", "unknown_zone")
+    }
+    assert unusual == {"long_distance": 1, "negative_distance": 1, "unknown_zone": 1}
+
+
+def test_the_unusual_and_model_broken_counters_exist_at_zero_from_the_first_lease(processor, registry):
+    for kind in ("long_distance", "negative_distance", "unknown_zone"):
+        assert value(registry, "ride_consumer_unusual_rides_total", shard_id=SHARD, kind=kind) == 0
+    assert value(registry, "ride_consumer_model_broken_total", shard_id=SHARD) == 0
+
+
 def test_lag_and_the_newest_arrival_come_from_the_last_batch(processor, registry):
-    processor.process_records(Input(batch(ride_payload(1), arrived=1_700_000_000_000), Checkpointer(), 90_000))
+    processor.process_records(FakeInput(batch(ride_payload(1), arrived=1_700_000_000_000), FakeCheckpointer(), 90_000))
     processor.process_records(
-        Input(batch(ride_payload(2), ride_payload(3), first=200, arrived=1_700_000_050_000), Checkpointer(), 1_500)
+        FakeInput(
+            batch(ride_payload(2), ride_payload(3), first=200, arrived=1_700_000_050_000), FakeCheckpointer(), 1_500
+        )
     )
     assert value(registry, "ride_consumer_seconds_behind_latest", shard_id=SHARD) == 1.5
     assert value(registry, "ride_consumer_newest_record_timestamp_seconds", shard_id=SHARD) == 1_700_000_050.001
@@ -116,16 +100,16 @@ def test_lag_and_the_newest_arrival_come_from_the_last_batch(processor, registry
 def test_a_lease_is_held_from_initialize_until_it_is_lost_ended_or_shut_down(processor, registry):
     assert value(registry, "ride_consumer_leases_held", shard_id=SHARD) == 1
     assert value(registry, "ride_consumer_records_received_total", shard_id=SHARD) == 0  # there before any batch
-    processor.lease_lost(Input())
+    processor.lease_lost(FakeInput())
     assert value(registry, "ride_consumer_leases_held", shard_id=SHARD) == 0
 
-    processor.initialize(Input())
-    processor.shard_ended(Input(checkpointer=Checkpointer()))
+    processor.initialize(FakeInput())
+    processor.shard_ended(FakeInput(checkpointer=FakeCheckpointer()))
     assert value(registry, "ride_consumer_leases_held", shard_id=SHARD) == 0
     assert value(registry, "ride_consumer_checkpoints_total", shard_id=SHARD) == 1  # at SHARD_END
 
-    processor.initialize(Input())
-    processor.shutdown_requested(Input(checkpointer=Checkpointer()))
+    processor.initialize(FakeInput())
+    processor.shutdown_requested(FakeInput(checkpointer=FakeCheckpointer()))
     assert value(registry, "ride_consumer_leases_held", shard_id=SHARD) == 0
 
 
@@ -137,27 +121,23 @@ def test_a_processor_is_busy_only_inside_a_call(registry, sinks):
             seen.append(value(registry, "ride_consumer_processor_busy_since_timestamp_seconds", shard_id=SHARD))
             return [1.0 for _ in rides]
 
-    processor = RideProcessor(
-        model=Watching(),
-        model_version="7",
-        predictions=sinks["predictions"],
-        dead_letters=sinks["dead_letters"],
-        input_stream="rides",
-        metrics=ShardMetrics.create(registry),
-        clock=lambda: 1_800_000_000.0,
+    processor = ride_processor(
+        model=Watching(), **sinks, metrics=ShardMetrics.create(registry), clock=lambda: 1_800_000_000.0
     )
-    processor.initialize(Input())
-    processor.process_records(Input(batch(ride_payload(1)), Checkpointer()))
+    processor.initialize(FakeInput())
+    processor.process_records(FakeInput(batch(ride_payload(1)), FakeCheckpointer()))
     assert seen == [1_800_000_000.0]
     assert value(registry, "ride_consumer_processor_busy_since_timestamp_seconds", shard_id=SHARD) == 0
 
 
 def test_a_lost_lease_at_checkpoint_and_a_refused_checkpoint_are_counted_by_error(processor, registry):
-    processor.process_records(Input(batch(ride_payload(1)), Checkpointer(["ShutdownException"])))
+    processor.process_records(FakeInput(batch(ride_payload(1)), FakeCheckpointer("ShutdownException")))
     assert value(registry, "ride_consumer_checkpoint_failures_total", shard_id=SHARD, error="ShutdownException") == 1
 
     with pytest.raises(SystemExit):
-        processor.process_records(Input(batch(ride_payload(2), first=300), Checkpointer(["InvalidStateException"])))
+        processor.process_records(
+            FakeInput(batch(ride_payload(2), first=300), FakeCheckpointer("InvalidStateException"))
+        )
     failures = value(registry, "ride_consumer_checkpoint_failures_total", shard_id=SHARD, error="InvalidStateException")
     assert failures == 1
     assert value(registry, "ride_consumer_batch_failures_total", shard_id=SHARD) == 1
@@ -166,7 +146,7 @@ def test_a_lost_lease_at_checkpoint_and_a_refused_checkpoint_are_counted_by_erro
 def test_a_put_that_gives_up_counts_as_a_put_failure_and_a_batch_failure(processor, registry, sinks):
     sinks["predictions"].fail_with = SinkError("throttled", stream_name="predictions", unwritten=1, retryable=True)
     with pytest.raises(SystemExit):
-        processor.process_records(Input(batch(ride_payload(1)), Checkpointer()))
+        processor.process_records(FakeInput(batch(ride_payload(1)), FakeCheckpointer()))
     assert value(registry, "ride_consumer_put_failures_total", sink="predictions") == 1
     assert value(registry, "ride_consumer_batch_failures_total", shard_id=SHARD) == 1
     assert value(registry, "ride_consumer_batches_total", shard_id=SHARD) == 0
@@ -178,21 +158,14 @@ def test_every_line_logged_during_a_batch_names_the_shard_the_batch_and_the_mode
     configure_logging("INFO", stream=stream, component="record_processor")
 
     class Logging(MemorySink):
-        def put(self, entries):
+        def put(self, entries, *, deadline=None):
             get_logger().warning("put_records_retry", attempt=1)  # what KinesisSink logs between attempts
-            return super().put(entries)
+            return super().put(entries, deadline=deadline)
 
-    processor = RideProcessor(
-        model=Model(),
-        model_version="7",
-        predictions=Logging("predictions"),
-        dead_letters=sinks["dead_letters"],
-        input_stream="rides",
-        metrics=ShardMetrics.create(registry),
-    )
-    processor.initialize(Input())
-    processor.process_records(Input(batch(ride_payload(1), ride_payload(2), first=500), Checkpointer()))
-    processor.shutdown_requested(Input(checkpointer=Checkpointer()))
+    processor = ride_processor(predictions=Logging("predictions"), metrics=ShardMetrics.create(registry))
+    processor.initialize(FakeInput())
+    processor.process_records(FakeInput(batch(ride_payload(1), ride_payload(2), first=500), FakeCheckpointer()))
+    processor.shutdown_requested(FakeInput(checkpointer=FakeCheckpointer()))
 
     events = {line["event"]: line for line in map(orjson.loads, stream.getvalue().splitlines())}
     expected = {
@@ -206,3 +179,35 @@ def test_every_line_logged_during_a_batch_names_the_shard_the_batch_and_the_mode
         assert {key: events[event].get(key) for key in expected} == expected, event
     assert "batch_size" not in events["shutdown_requested"]  # the batch's fields end with the batch
     assert events["shutdown_requested"]["shard_id"] == SHARD
+
+
+def test_a_model_broken_on_a_whole_batch_stops_the_shard_without_dead_letters_or_a_checkpoint(registry, sinks):
+    class Broken:
+        def predict(self, rides):
+            raise MemoryError("cannot allocate")
+
+    stream = io.StringIO()
+    configure_logging("INFO", stream=stream, component="record_processor")
+    processor = RideProcessor(
+        model=Broken(),
+        model_version="7",
+        predictions=sinks["predictions"],
+        dead_letters=sinks["dead_letters"],
+        input_stream="rides",
+        metrics=ShardMetrics.create(registry),
+    )
+    processor.initialize(FakeInput())
+    checkpointer = FakeCheckpointer()
+
+    with pytest.raises(SystemExit) as exited:
+        processor.process_records(FakeInput(batch(ride_payload(1)), checkpointer))
+
+    assert exited.value.code == 1
+    assert checkpointer.calls == []
+    assert sinks["predictions"].written == sinks["dead_letters"].written == []
+    assert value(registry, "ride_consumer_model_broken_total", shard_id=SHARD) == 1
+    assert value(registry, "ride_consumer_batch_failures_total", shard_id=SHARD) == 1
+    assert value(registry, "ride_consumer_dead_letters_total", shard_id=SHARD, reason="model_error") == 0
+    [line] = [line for line in map(orjson.loads, stream.getvalue().splitlines()) if line["event"] == "model_broken"]
+    assert line["level"] == "error"
+    assert "MemoryError: cannot allocate" in line["error"]

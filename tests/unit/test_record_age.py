@@ -7,10 +7,10 @@ import pytest
 from consumer.errors import SettingsError
 from consumer.pipeline.batch import decode_records, expire_stale
 from consumer.pipeline.events import Reason
-from consumer.pipeline.processor import RideProcessor
 from consumer.pipeline.sink import MemorySink
 from consumer.runtime.settings import load_settings
-from tests.unit.factories import FakeRecord, ride_payload
+from tests.support.factories import FakeRecord, ride_payload, ride_processor
+from tests.support.fakes import FakeCheckpointer, FakeInput
 
 NOW_MILLIS = 1_700_000_100_000
 
@@ -33,38 +33,13 @@ def test_without_a_maximum_age_nothing_is_stale():
     assert expire_stale(accepted, now_millis=NOW_MILLIS, max_age_seconds=None) == (accepted, [])
 
 
-class Checkpointer:
-    def __init__(self) -> None:
-        self.calls: list[tuple[str | None, int | None]] = []
-
-    def checkpoint(self, sequence_number=None, sub_sequence_number=None) -> None:
-        self.calls.append((sequence_number, sub_sequence_number))
-
-
-class Model:
-    def predict(self, rides):
-        return [1.0 for _ in rides]
-
-
-class Batch:
-    def __init__(self, records, checkpointer) -> None:
-        self.records = records
-        self.checkpointer = checkpointer
-
-
 def test_the_processor_dead_letters_stale_rides_and_still_checkpoints_the_batch():
     predictions, dead_letters = MemorySink("predictions"), MemorySink("dead")
-    processor = RideProcessor(
-        model=Model(),
-        model_version="1",
-        predictions=predictions,
-        dead_letters=dead_letters,
-        input_stream="rides",
-        max_record_age_seconds=30,
-        clock=lambda: NOW_MILLIS / 1000,
+    processor = ride_processor(
+        predictions=predictions, dead_letters=dead_letters, max_record_age_seconds=30, clock=lambda: NOW_MILLIS / 1000
     )
-    checkpointer = Checkpointer()
-    processor.process_records(Batch([arrived(31, 1), arrived(1, 2)], checkpointer))
+    checkpointer = FakeCheckpointer()
+    processor.process_records(FakeInput([arrived(31, 1), arrived(1, 2)], checkpointer))
     assert len(predictions.written) == 1
     assert [b'"reason":"stale"' in entry.data for entry in dead_letters.written] == [True]
     assert checkpointer.calls == [("102", 0)]

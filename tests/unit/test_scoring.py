@@ -9,7 +9,7 @@ from consumer.model.features import Ride, features
 from consumer.model.prepared import ModelInfo
 from consumer.model.scorer import Scorer, single_threaded
 from consumer.pipeline.events import decode_ride
-from tests.unit.factories import ride_payload
+from tests.support.factories import ride_payload
 
 INFO = ModelInfo(uri="models:/ride-duration/3", name="ride-duration", version="3", run_id="abc")
 
@@ -38,7 +38,7 @@ def test_features_of_a_decoded_integer_distance_are_a_float():
     assert type(row["trip_distance"]) is float
 
 
-def test_features_keep_zone_order():
+def test_swapped_pickup_and_dropoff_zones_are_different_features():
     assert features(Ride(1, 205, 130, 1.0))["PU_DO"] != features(Ride(1, 130, 205, 1.0))["PU_DO"]
 
 

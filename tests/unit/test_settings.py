@@ -1,6 +1,7 @@
 import pytest
 
 from consumer.errors import SettingsError
+from consumer.model.trust import DEFAULT_TRUSTED_TYPES
 from consumer.runtime.settings import InitialPosition, load_settings
 
 
@@ -33,6 +34,8 @@ def test_aws_default_region_is_accepted(env):
         ("AWS_ENDPOINT_URL_KINESIS", "not a url"),
         ("KCL_MAX_RECORDS", "20000"),
         ("TEST_RUN", "maybe"),
+        ("BATCH_DEADLINE_SECONDS", "0"),
+        ("ALLOW_PICKLE_MODELS", "perhaps"),
     ],
 )
 def test_a_bad_setting_stops_start_up_naming_the_variable(env, name, value):
@@ -53,3 +56,20 @@ def test_at_timestamp_needs_a_timestamp(env):
         load_settings()
     env.setenv("KCL_INITIAL_TIMESTAMP", "2022-01-25T00:00:00Z")
     assert load_settings().kcl_initial_timestamp is not None
+
+
+def test_models_that_run_code_when_loaded_are_refused_unless_the_operator_allows_them(env):
+    for name in ("ALLOW_PICKLE_MODELS", "MODEL_TRUSTED_TYPES"):
+        env.delenv(name, raising=False)
+    settings = load_settings()
+    assert settings.allow_pickle_models is False
+    assert settings.model_trusted_types == DEFAULT_TRUSTED_TYPES
+    env.setenv("ALLOW_PICKLE_MODELS", "true")
+    assert load_settings().allow_pickle_models is True
+
+
+def test_the_skops_allow_list_is_a_comma_separated_list_of_type_names(env):
+    env.setenv("MODEL_TRUSTED_TYPES", " sklearn.tree._tree.Tree, numpy.expm1 ,")
+    assert load_settings().model_trusted_types == ("sklearn.tree._tree.Tree", "numpy.expm1")
+    env.setenv("MODEL_TRUSTED_TYPES", "")
+    assert load_settings().model_trusted_types == ()

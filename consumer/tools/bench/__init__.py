@@ -13,12 +13,16 @@ week of the January 2022 TLC file, which the model never saw). One module per co
   (:mod:`consumer.tools.multilang`): the **processor**, **batch_size**, **shards** and **cold_start** sections;
 - :mod:`~consumer.tools.bench.daemon`: the **daemon** section, the real KCL daemon: latency, each shard's way from
   its lease to its first prediction, memory;
+- :mod:`~consumer.tools.bench.batch`: the **batch** section, ``python -m consumer score`` on the month file;
+- :mod:`~consumer.tools.bench.web`: the **web** section, ``python -m consumer serve`` under vegeta at fixed rates;
 - :mod:`~consumer.tools.bench.kcl_log`: when each shard reached each step, from the consumer's and the daemon's log;
 - :mod:`~consumer.tools.bench.accounting`: CPU and memory (RSS, PSS, USS) of processes;
 - :mod:`~consumer.tools.bench.stats`: medians of runs, latency quantiles;
 - :mod:`~consumer.tools.bench.report`: the sections, the goals, the Markdown tables;
 - :mod:`~consumer.tools.bench.docs`: docs/performance.md rendered from a report;
-- :mod:`~consumer.tools.bench.run`: one run of every section, the JSON written and the table printed.
+- :mod:`~consumer.tools.bench.run`: one run of every section, the JSON written and the table printed;
+- :mod:`~consumer.tools.bench.soak`: apart from the run, the metrics soak (``--soak``) and its page,
+  docs/metrics-soak.md.
 
 Figures are medians of ``runs`` runs (the daemon part runs once per mode). They depend on the machine and on
 what else runs on it: the machine's load average is recorded at the start and the end.

@@ -25,6 +25,10 @@ class BenchConfig:
     latency_seconds: float = 20.0
     latency_rates: tuple[int, ...] = (100, 500)  # rides per second put on the input stream, one phase each
     small_model: bool = False  # True: 20 trees on 20,000 trips (quick); False: the demo's 100-tree model
+    batch_repeats: tuple[int, ...] = (1, 8)  # the month file as it is, and its rows 8 times over (`score`)
+    web_rates: tuple[int, ...] = (100, 500, 1000)  # requests per second, one phase each (`serve`, vegeta)
+    web_seconds: float = 15.0
+    web_workers: int = 2  # SERVE_WORKERS: one per core here
     quick: bool = False
 
     @classmethod
@@ -42,6 +46,9 @@ class BenchConfig:
             latency_seconds=6.0,
             latency_rates=(200,),
             small_model=True,
+            batch_repeats=(1,),
+            web_rates=(200,),
+            web_seconds=3.0,
             quick=True,
         )
 

@@ -15,7 +15,15 @@ from typing import Any
 import orjson
 
 from consumer.errors import ConsumerError
-from consumer.tools.bench.report import batch_size_table, figures_table, goals_table, machine_line, shards_table
+from consumer.tools.bench.report import (
+    batch_size_table,
+    batch_table,
+    figures_table,
+    goals_table,
+    machine_line,
+    shards_table,
+    web_table,
+)
 
 __all__ = ["DOC_NAME", "REPORT_NAME", "render_performance_doc", "write_performance_docs"]
 
@@ -57,6 +65,16 @@ are at the end of this page, and its whole report, runs included, is [performanc
   emulator and the consumer use meanwhile; each shard's steps from its lease to its first prediction (the daemon's
   own steps from its log); RSS, PSS and USS of every process of the pod. USS is what one more shard adds; RSS
   counts every page a worker shares with the fork server again in each process.
+- **The batch command** (`batch`): `python -m consumer score` on the January 2022 file as it is and with its rows
+  repeated 8 times, the real command in a subprocess with the benchmark's model already prepared: rows per second
+  and per CPU-second of its scoring (model preparation excluded: its own summary, `--json`), and its peak RSS
+  (MLflow's import for the preparation included), which stays flat as the file grows: it streams record batches.
+- **The web endpoint** (`web`): `python -m consumer serve` with 2 workers under [vegeta](https://github.com/tsenart/vegeta)
+  (`scripts/install_vegeta.sh` builds it with Go), which sends requests at a fixed rate whatever the answers'
+  latency (an open loop, so its latency is what a caller sees): one held-out ride per `POST /predict` at each
+  rate, lists of rides, and as fast as 16 connections go (the ceiling on this machine, vegeta's own CPU included:
+  it shares the 2 cores). Latency quantiles, the rate achieved, the share of 200s, the server's CPU (requests per
+  CPU-second) and memory.
 - **The model** (`model`): the compiled fast path against the sklearn pipeline on every held-out ride.
 - **Goals** (`goals`): the issue's goals, checked against these figures (never in tests: figures depend on the
   machine).
@@ -100,6 +118,14 @@ def render_performance_doc(report: dict[str, Any]) -> str:
         "### Shards",
         "",
         *shards_table(report),
+        "",
+        "### The batch command",
+        "",
+        *batch_table(report),
+        "",
+        "### The web endpoint",
+        "",
+        *web_table(report),
         "",
         "## The run",
         "",

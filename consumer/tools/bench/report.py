@@ -9,12 +9,14 @@ from typing import Any
 __all__ = [
     "SECTIONS",
     "batch_size_table",
+    "batch_table",
     "figures_table",
     "format_table",
     "goals",
     "goals_table",
     "machine_line",
     "shards_table",
+    "web_table",
 ]
 
 SECTIONS = (
@@ -26,6 +28,8 @@ SECTIONS = (
     "shards",
     "cold_start",
     "daemon",
+    "batch",
+    "web",
     "goals",
 )
 
@@ -35,6 +39,8 @@ GOAL_RATIO_TO_LAMBDA = 500
 GOAL_P99_MS = 500
 GOAL_SHARD_MB = 80
 GOAL_FIRST_PREDICTION_SECONDS = 1.5
+#: The web endpoint (issue 14 sets no figure): the project's own bar for one ride a request on loopback.
+GOAL_WEB_P99_MS = 100
 
 
 def goals(report: dict[str, Any]) -> list[dict[str, Any]]:
@@ -101,6 +107,7 @@ def goals(report: dict[str, Any]) -> list[dict[str, Any]]:
             "<=",
         ),
         ("compiled vs sklearn on the held-out week, max abs diff (minutes)", agreement, 1e-3, "<="),
+        *_serving_goals(report),
     ]
     checked = []
     for figure, value, target, direction in rows:
@@ -108,6 +115,34 @@ def goals(report: dict[str, Any]) -> list[dict[str, Any]]:
         shown = None if value is None else _shown(value)
         checked.append({"figure": figure, "value": shown, "goal": f"{direction} {target:,g}", "met": met})
     return checked
+
+
+def _serving_goals(report: dict[str, Any]) -> list[tuple[str, float | None, float, str]]:
+    """The batch command's rows per CPU-second (the stream's goal per core) and the endpoint's p99 and answers."""
+    web = report["web"]["fixed_rate"]
+    return [
+        (
+            "batch command (`score`) rows per CPU-second",
+            report["batch"]["rows_per_cpu_second"],
+            GOAL_RIDES_PER_CORE,
+            ">=",
+        ),
+        *(
+            (
+                f"web endpoint p99 at {rate} requests/s, one ride each (ms)",
+                phase["latency_ms"]["p99"],
+                GOAL_WEB_P99_MS,
+                "<=",
+            )
+            for rate, phase in web.items()
+        ),
+        (
+            "web endpoint: share of requests answered 200 at the fixed rates",
+            min(p["success"] for p in web.values()),
+            1,
+            ">=",
+        ),
+    ]
 
 
 def _shown(value: float) -> float:
@@ -232,6 +267,44 @@ def shards_table(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def batch_table(report: dict[str, Any]) -> list[str]:
+    """``score`` on the month file and on its rows repeated."""
+    lines = ["| file | rows | rows/s | per CPU-second | peak RSS of the command |", "|---|---|---|---|---|"]
+    for size in report["batch"]["sizes"].values():
+        lines.append(
+            f"| the month x{size['repeats']} | {size['rows']:,} | {_rate(size['rows_per_second'])} | "
+            f"{_rate(size['rows_per_cpu_second'])} | {size['peak_rss_mb']:.0f} MB |"
+        )
+    return lines
+
+
+def web_table(report: dict[str, Any]) -> list[str]:
+    """``serve`` under vegeta: each fixed rate, lists of rides, the ceiling."""
+    web = report["web"]
+    lines = [
+        "| load | requests/s | 200s | p50 | p90 | p99 | max | server CPU (cores) | requests per CPU-second |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    phases = [(f"{rate}/s, one ride each", phase) for rate, phase in web["fixed_rate"].items()]
+    lists = web["lists"]
+    phases.append((f"{lists['rate']}/s, lists of {lists['rides_per_request']} rides", lists))
+    phases.append((f"as fast as {web['ceiling']['connections']} connections go", web["ceiling"]))
+    for label, phase in phases:
+        latency = phase["latency_ms"]
+        lines.append(
+            f"| {label} | {phase['throughput']:,.0f} | {phase['success']:.1%} | {latency['p50']:.1f} ms | "
+            f"{latency['p90']:.1f} ms | {latency['p99']:.1f} ms | {latency['max']:.1f} ms | "
+            f"{phase['server_cpu_cores']:.2f} | {_rate(phase['requests_per_cpu_second'])} |"
+        )
+    memory = web["memory"]
+    workers = ", ".join(f"{worker['rss_mb']:.0f} / {worker['uss_mb']:.0f} MB" for worker in memory["workers"])
+    lines.append(
+        f"| memory (RSS / USS) | server {memory['server']['rss_mb']:.0f} / {memory['server']['uss_mb']:.0f} MB; "
+        f"workers {workers} | | | | | | | |"
+    )
+    return lines
+
+
 def goals_table(report: dict[str, Any]) -> list[str]:
     lines = ["| Goal | Measured | Target | Met |", "|---|---|---|---|"]
     for goal in report["goals"]:
@@ -259,6 +332,10 @@ def format_table(report: dict[str, Any]) -> str:
         *batch_size_table(report),
         "",
         *shards_table(report),
+        "",
+        *batch_table(report),
+        "",
+        *web_table(report),
         "",
         *goals_table(report),
         "",

@@ -15,6 +15,7 @@ from typing import IO, Any
 
 import orjson
 
+from consumer.tools.bench.batch import batch_section
 from consumer.tools.bench.config import BenchConfig, say
 from consumer.tools.bench.daemon import daemon_section
 from consumer.tools.bench.lambda_baseline import lambda_section
@@ -29,6 +30,7 @@ from consumer.tools.bench.processor import (
 )
 from consumer.tools.bench.report import SECTIONS, format_table, goals
 from consumer.tools.bench.rides import heldout_rides
+from consumer.tools.bench.web import web_section
 
 __all__ = ["SECTIONS", "run_bench"]
 
@@ -74,6 +76,8 @@ def run_bench(config: BenchConfig, *, trips: str | None = None, out: IO[str] | N
         say(f"Lambda-style baseline: {config.runs} x {config.lambda_rides} rides")
         report["lambda_baseline"] = lambda_section(config, model, rides, stack)
         report["daemon"] = daemon_section(config, stack, model, rides)
+    report["batch"] = batch_section(config, model, trips or DEFAULT_TRIPS)
+    report["web"] = web_section(config, model, rides)
     report["machine"].update(load_after=list(os.getloadavg()), seconds=time.perf_counter() - started)
     report["goals"] = goals(report)
     config.output.parent.mkdir(parents=True, exist_ok=True)

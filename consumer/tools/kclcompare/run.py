@@ -100,3 +100,34 @@ def run_comparison(config: CompareConfig, *, trips: str) -> dict[str, Any]:
     print("\n".join(versions_table(report)))
     say(f"JSON written to {config.output}")
     return report
+
+
+def command(
+    variants: tuple[str, ...],
+    *,
+    output: Path | None,
+    trips: str | None,
+    work_dir: Path | None,
+    docs_from: Path | None,
+    docs_dir: Path | None,
+) -> str:
+    """``python -m consumer kcl-compare``: run the comparison, or with ``docs_from`` only render its docs page;
+    return what to print."""
+    import shutil
+
+    from consumer.errors import ConsumerError
+    from consumer.tools.kclcompare.report import write_versions_docs
+    from consumer.tools.paths import DEFAULT_TRIPS, LOCAL_DIR, REPO_ROOT
+
+    if docs_from is not None:
+        return f"{write_versions_docs(docs_from, docs_dir or REPO_ROOT / 'docs')} rendered from {docs_from}"
+    unknown = set(variants) - set(VARIANTS)
+    if unknown:
+        raise ConsumerError(f"--variant: unknown {sorted(unknown)}; known: {', '.join(VARIANTS)}")
+    work = work_dir or LOCAL_DIR / "kcl-compare" / "work"
+    shutil.rmtree(work, ignore_errors=True)
+    output = output or LOCAL_DIR / "kcl-compare" / "kcl-compare.json"
+    run_comparison(
+        CompareConfig(output=output, work_dir=work, variants=variants or tuple(VARIANTS)), trips=trips or DEFAULT_TRIPS
+    )
+    return f"report: {output}"

@@ -1,15 +1,14 @@
 """Prometheus for the tests: Debian's ``prometheus`` and ``promtool`` (scripts/install_prometheus.sh installs them;
 ``make setup`` does as root, so CI has them), a server on a free loopback port with its own configuration and
-storage, and the metric names a PromQL expression reads.
+storage, the metric names a PromQL expression reads, and the dashboard's builder whose queries read them.
 
 Without the binaries the tests skip, saying how to install them; with ``CI=true`` they fail instead.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
-import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -17,24 +16,23 @@ import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import promql_parser
 
-from tests.stack_fixtures import skip_or_fail
+from consumer.tools.localstack import free_port
+from consumer.tools.paths import REPO_ROOT
+from tests.support.requirements import require_tool
 
-__all__ = ["PrometheusServer", "defined_metric_names", "metric_names", "tool"]
+__all__ = ["PrometheusServer", "dashboard_builder", "defined_metric_names", "metric_names", "tool"]
 
 INSTALL_HINT = "run `sudo bash scripts/install_prometheus.sh` (Debian's prometheus package: server and promtool)"
 
 
 def tool(name: str) -> str:
-    """The path of ``prometheus`` or ``promtool``; skip the test (fail in CI) when it is not installed."""
-    path = shutil.which(name)
-    if path is None:
-        skip_or_fail(f"{name} is not on PATH: {INSTALL_HINT}")
-    assert path is not None
-    return path
+    """The path of ``prometheus`` or ``promtool``; unavailable (:mod:`tests.support.requirements`) without it."""
+    return require_tool(name, INSTALL_HINT)
 
 
 def metric_names(expr: str, variables: Mapping[str, str] | None = None) -> set[str]:
@@ -49,6 +47,15 @@ def metric_names(expr: str, variables: Mapping[str, str] | None = None) -> set[s
 
     promql_parser.walk(promql_parser.parse(expr), visit)
     return names
+
+
+def dashboard_builder() -> ModuleType:
+    """dashboards/build.py as a module: the dashboard's panels, its queries and their variables."""
+    spec = importlib.util.spec_from_file_location("dashboard_build", REPO_ROOT / "dashboards" / "build.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def defined_metric_names() -> set[str]:
@@ -71,12 +78,6 @@ def defined_metric_names() -> set[str]:
     return {family.name + suffix for family in registry.collect() for suffix in suffixes[family.type]}
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 class PrometheusServer:
     """``prometheus`` on 127.0.0.1, scraping ``targets`` every ``scrape_interval``, with ``rule_files`` loaded."""
 
@@ -90,7 +91,7 @@ class PrometheusServer:
         job: str = "ride-consumer",
     ) -> None:
         self.work_dir = work_dir
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = work_dir / "prometheus.log"
         config = {
