@@ -30,12 +30,6 @@ VARIANTS: dict[str, Variant] = {
     variant.key: variant
     for variant in (
         Variant("kcl3", "KCL 3.1.3 (shipped)", SHIPPED_LOCK),
-        Variant(
-            "kcl3-assign-5s",
-            "KCL 3.1.3, leaseAssignmentIntervalMillis = 5000",
-            SHIPPED_LOCK,
-            properties={"leaseAssignmentIntervalMillis": "5000"},
-        ),
         Variant("kcl2", "KCL 2.7.2", KCL2_LOCK, precreate_lease_table=False, has_leader=False),
     )
 }
