@@ -2,8 +2,8 @@
 that holds no lease is ready (which pins the daemon's log line readiness waits for); a daemon that gives up on its
 own fails the consumer with one line naming why.
 
-A missing input stream takes the KCL 2.5.8 daemon 20 initialisation attempts to give up, each after a random wait
-of 1 to 30 s for an empty lease table (several minutes, and not configurable): that consumer is started when this
+A missing input stream takes the daemon 20 initialisation attempts to give up, each after a random wait of 1 to
+30 s (several minutes, and not configurable): that consumer is started when this
 module starts, and the other tests run while it tries."""
 
 from __future__ import annotations
@@ -172,7 +172,7 @@ def daemon_exit(consumer: ConsumerProcess, timeout: float) -> dict[str, Any]:
 
 def test_an_unreachable_lease_table_fails_the_consumer_naming_the_cause(start_consumer):
     endpoint = f"http://127.0.0.1:{closed_port()}"
-    consumer = start_consumer(AWS_ENDPOINT_URL_DYNAMODB=endpoint)
+    consumer = start_consumer(lease_table=False, AWS_ENDPOINT_URL_DYNAMODB=endpoint)
 
     line = daemon_exit(consumer, timeout=420)
 
