@@ -23,10 +23,10 @@ from typing import Protocol
 
 from amazon_kclpy.checkpoint_error import CheckpointError
 from structlog.typing import FilteringBoundLogger
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponential_jitter
 
 from consumer.errors import CheckpointFailed
-from consumer.pipeline.deadline import Deadline
+from consumer.pipeline.deadline import Deadline, StopWithin
 
 __all__ = ["Checkpointed", "Checkpointer", "checkpoint"]
 
@@ -77,15 +77,7 @@ def checkpoint(
     """Checkpoint at ``sequence_number`` (the end of the delivered records when None) under the policy above;
     raise :class:`~consumer.errors.BatchDeadlineExceeded` when ``deadline`` passes first."""
     deadline = deadline or Deadline.none()
-    out_of_time: list[bool] = []
-
-    def stop(state: RetryCallState) -> bool:
-        if stop_after_attempt(max_attempts)(state):
-            return True
-        if not deadline.allows(state.upcoming_sleep):
-            out_of_time.append(True)
-            return True
-        return False
+    stop = StopWithin(max_attempts, deadline)
 
     retrying = Retrying(
         stop=stop,
@@ -105,7 +97,7 @@ def checkpoint(
         name = _error_name(exc)
         if name == LEASE_GONE:
             return Checkpointed.LEASE_LOST
-        if out_of_time:
+        if stop.out_of_time:
             raise deadline.exceeded(f"while checkpointing at {sequence_number} (last error: {name})") from None
         if name in RETRYABLE:
             raise CheckpointFailed(

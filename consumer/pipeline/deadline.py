@@ -13,9 +13,11 @@ import math
 import time
 from collections.abc import Callable
 
+from tenacity import RetryCallState, stop_after_attempt
+
 from consumer.errors import BatchDeadlineExceeded
 
-__all__ = ["Deadline"]
+__all__ = ["Deadline", "StopWithin"]
 
 
 class Deadline:
@@ -49,3 +51,22 @@ class Deadline:
     def exceeded(self, doing: str) -> BatchDeadlineExceeded:
         """The error to raise when a retry loop stops because the next wait would pass the deadline."""
         return BatchDeadlineExceeded(self.seconds or 0.0, doing)
+
+
+class StopWithin:
+    """A tenacity ``stop``: after ``max_attempts``, or when the next backoff would end after ``deadline``; then
+    :attr:`out_of_time` says which of the two stopped it (the caller raises :meth:`Deadline.exceeded` for the
+    latter)."""
+
+    def __init__(self, max_attempts: int, deadline: Deadline) -> None:
+        self._attempts = stop_after_attempt(max_attempts)
+        self._deadline = deadline
+        self.out_of_time = False
+
+    def __call__(self, state: RetryCallState) -> bool:
+        if self._attempts(state):
+            return True
+        if not self._deadline.allows(state.upcoming_sleep):
+            self.out_of_time = True
+            return True
+        return False

@@ -23,10 +23,10 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 from structlog.typing import FilteringBoundLogger
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_random_exponential
 
 from consumer.errors import SinkError
-from consumer.pipeline.deadline import Deadline
+from consumer.pipeline.deadline import Deadline, StopWithin
 
 if TYPE_CHECKING:  # boto3-stubs, a development dependency
     from mypy_boto3_kinesis import KinesisClient
@@ -164,16 +164,7 @@ class KinesisSink:
     def _put_chunk(self, chunk: list[Entry], deadline: Deadline) -> list[PutResult]:
         results: list[PutResult | None] = [None] * len(chunk)
         pending = list(range(len(chunk)))  # positions in chunk still to write
-        out_of_time: list[bool] = []
-
-        def stop(state: RetryCallState) -> bool:
-            """The attempt budget is spent, or the next backoff would end after the deadline."""
-            if stop_after_attempt(self._max_attempts)(state):
-                return True
-            if not deadline.allows(state.upcoming_sleep):
-                out_of_time.append(True)
-                return True
-            return False
+        stop = StopWithin(self._max_attempts, deadline)
 
         retrying = Retrying(
             stop=stop,
@@ -191,7 +182,7 @@ class KinesisSink:
                     if pending:
                         raise _SomeNotWritten(cause, len(pending))
         except _SomeNotWritten as exc:
-            if out_of_time:
+            if stop.out_of_time:
                 raise deadline.exceeded(
                     f"while writing to {self.stream_name}: {exc.pending} of {len(chunk)} records still not written"
                     f" (last error: {exc.cause})"

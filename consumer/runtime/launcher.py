@@ -21,7 +21,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import structlog
 
@@ -35,6 +34,7 @@ from consumer.runtime.forkserver import start as start_fork_server
 from consumer.runtime.health import HealthServer, LauncherState
 from consumer.runtime.jars import JarLock, read_lock, verify_jars
 from consumer.runtime.logs import get_logger
+from consumer.runtime.preparation import prepare_model
 from consumer.runtime.settings import Settings
 from consumer.runtime.supervision import (
     KILL_MARGIN_SECONDS,
@@ -77,20 +77,9 @@ def prepare_daemon(
     properties.write_text(rendered)
     log.info("properties_rendered", path=str(properties))
 
-    log.info("model_preparing", model_uri=settings.model_uri)
-    from consumer.model.prepare import prepare  # imports MLflow: the launcher pays for it once per pod
-
-    started = time.perf_counter()
-    prepared = prepare(
-        settings.model_uri,
-        settings.model_cache_dir,
-        allow_pickle=settings.allow_pickle_models,
-        trusted_types=settings.model_trusted_types,
-    )
-    seconds = time.perf_counter() - started
+    prepared, seconds = prepare_model(settings)
     metadata = read_metadata(prepared)
     structlog.contextvars.bind_contextvars(model_version=str(metadata["version"]))  # on every later launcher line
-    log.info("model_prepared", model_uri=settings.model_uri, path=str(prepared), seconds=round(seconds, 2))
     if state is not None:
         state.model_prepared(
             {

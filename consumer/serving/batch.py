@@ -33,9 +33,10 @@ import pyarrow.parquet as pq
 from consumer.errors import ConsumerError
 from consumer.model.scorer import AnyScorer, load_prepared
 from consumer.runtime.logs import get_logger
+from consumer.runtime.preparation import prepare_model
 from consumer.runtime.settings import ServingSettings
 from consumer.serving.files import Location, S3Options, locate, publish, staging_file
-from consumer.serving.scoring import Rejection, prepare_model, score_rows
+from consumer.serving.scoring import Rejection, score_rows
 
 __all__ = ["FEATURE_COLUMNS", "ScoreSummary", "ride_month", "score_file", "score_month"]
 
@@ -247,7 +248,7 @@ def score_month(
     """The command: resolve both locations, prepare MODEL_URI, score the file, logging progress on stderr."""
     s3 = S3Options(settings.aws_region, str(settings.aws_endpoint_url_s3) if settings.aws_endpoint_url_s3 else None)
     source_location, destination_location = locate(source, s3), locate(destination, s3)
-    model = load_prepared(prepare_model(settings))
+    model = load_prepared(prepare_model(settings).path)
     log = get_logger()
 
     def progress(done: int, total: int, summary: ScoreSummary) -> None:

@@ -1,26 +1,22 @@
 """What the batch command and the web endpoint share: the model prepared once from the settings, and rows of ride
 fields validated and scored with the stream's own rules.
 
-:func:`prepare_model` imports MLflow (through :mod:`consumer.model.prepare`): it runs once, before anything
-long-lived starts. Scoring needs only the prepared directory (:func:`consumer.model.scorer.load_prepared`: onnxruntime
+The model is prepared by :func:`consumer.runtime.preparation.prepare_model`, once, before anything long-lived
+starts. Scoring needs only the prepared directory (:func:`consumer.model.scorer.load_prepared`: onnxruntime
 and numpy on the fast path).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from consumer.model.features import Ride
 from consumer.pipeline.batch import Model, predict_each
 from consumer.pipeline.events import InvalidRide, Reason, validate_ride
-from consumer.runtime.logs import get_logger
-from consumer.runtime.settings import ModelSettings
 
-__all__ = ["Rejection", "prepare_model", "score_rows"]
+__all__ = ["Rejection", "score_rows"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,27 +25,6 @@ class Rejection:
 
     reason: str
     detail: str
-
-
-def prepare_model(settings: ModelSettings) -> Path:
-    """Prepare ``MODEL_URI`` in ``MODEL_CACHE_DIR`` as the stream's launcher does (resolve, download, trust rules,
-    compile the fast path) and return the prepared directory; a prepared one is reused."""
-    from consumer.model.prepare import prepare  # MLflow: paid once, before the workers or the batch start
-
-    started = time.perf_counter()
-    prepared = prepare(
-        settings.model_uri,
-        settings.model_cache_dir,
-        allow_pickle=settings.allow_pickle_models,
-        trusted_types=settings.model_trusted_types,
-    )
-    get_logger().info(
-        "model_prepared",
-        model_uri=settings.model_uri,
-        path=str(prepared),
-        seconds=round(time.perf_counter() - started, 2),
-    )
-    return prepared
 
 
 def score_rows(

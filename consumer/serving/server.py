@@ -25,8 +25,8 @@ from gunicorn.glogging import Logger
 from consumer.errors import SettingsError
 from consumer.runtime.logs import configure_logging, get_logger
 from consumer.runtime.metricsfolder import MetricsFolder
+from consumer.runtime.preparation import prepare_model
 from consumer.runtime.settings import ServingSettings, load_serving_settings
-from consumer.serving.scoring import prepare_model
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -40,7 +40,7 @@ SERVER_MODULE = "consumer.serving.server"
 def serve(settings: ServingSettings) -> NoReturn:
     """Prepare the model, then become the web server (this process, with the prepared directory and the metrics
     folder in its environment)."""
-    prepared = prepare_model(settings)
+    prepared = prepare_model(settings).path
     env = dict(os.environ)
     env["PREPARED_MODEL_DIR"] = str(prepared)
     # Set before the server's interpreter starts, so prometheus_client is in multiprocess mode from its first import.
