@@ -88,13 +88,13 @@ kcl-compare-docs: setup
 kcl-lock:
 	$(or $(wildcard $(PY)),python3) scripts/kcl_lock.py
 
-## kcl-lock-compare: rewrite the lock of the KCL 2.x jars that `python -m consumer kcl-compare` runs
-## (kcl/kclpy-2.2.3/: amazon-kclpy 2.2.3, KCL 2.7.2)
+## kcl-lock-compare: rewrite the lock of the KCL 3.x jars that `python -m consumer kcl-compare` runs
+## (kcl/kclpy-3.1.3/: amazon-kclpy 3.1.3, KCL 3.1.3)
 .PHONY: kcl-lock-compare
 kcl-lock-compare:
-	$(or $(wildcard $(PY)),python3) scripts/kcl_lock.py --wrapper kcl/kclpy-2.2.3/pom.xml \
-	    --out kcl/kclpy-2.2.3/kcl-jars.lock --kclpy 2.2.3 \
-	    --sdist-sha256 be2e3dea7f8cee8c54375cfd31cd8ad97fe70ecf267ae407f7877055755e5a1a
+	$(or $(wildcard $(PY)),python3) scripts/kcl_lock.py --wrapper kcl/kclpy-3.1.3/pom.xml \
+	    --out kcl/kclpy-3.1.3/kcl-jars.lock --kclpy 3.1.3 \
+	    --sdist-sha256 146bf4a85c79eb6d3c842075d7fe2a1ffad3f2944c24db202add5e2a875259c9
 
 ## clean: remove everything setup created (the download cache in .cache/ stays)
 clean:

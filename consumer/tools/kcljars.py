@@ -1,11 +1,11 @@
 """The consumer on another KCL version than the one it ships: for the version comparison
-(:mod:`consumer.tools.kclcompare`) and the KCL 2.x → 3.x migration test.
+(:mod:`consumer.tools.kclcompare`).
 
 The service verifies its jars against the packaged lock only. A development tool that runs another jar set installs
 it from that set's lock (:func:`install`, the same installer and download cache as ``make setup``) and starts the
 launcher through this module, which hands the launcher that lock instead::
 
-    python -m consumer.tools.kcljars --lock kcl/kclpy-2.2.3/kcl-jars.lock    # with KCL_JAR_DIR set to its jars
+    python -m consumer.tools.kcljars --lock kcl/kclpy-3.1.3/kcl-jars.lock    # with KCL_JAR_DIR set to its jars
 
 Everything else (settings, model, properties, fork server) is ``python -m consumer run``'s.
 """
@@ -21,12 +21,13 @@ from consumer.runtime.jars import JarLock, read_lock
 from consumer.runtime.resources import JAR_LOCK
 from consumer.tools.paths import REPO_ROOT
 
-__all__ = ["KCL2_LOCK", "SHIPPED_LOCK", "install", "launcher_command", "main"]
+__all__ = ["KCL3_LOCK", "SHIPPED_LOCK", "install", "launcher_command", "main"]
 
-#: The shipped jars (KCL 3.x).
+#: The shipped jars (KCL 2.7.2).
 SHIPPED_LOCK = JAR_LOCK
-#: KCL 2.7.2, the newest 2.x (amazon-kclpy 2.2.3), with the same security overrides: `make kcl-lock-compare`.
-KCL2_LOCK = REPO_ROOT / "kcl" / "kclpy-2.2.3" / "kcl-jars.lock"
+#: KCL 3.1.3, the newest 3.x that resolves (amazon-kclpy 3.1.3), with the same security overrides:
+#: `make kcl-lock-compare`.
+KCL3_LOCK = REPO_ROOT / "kcl" / "kclpy-3.1.3" / "kcl-jars.lock"
 #: Verified downloads, shared with `make setup`.
 JAR_CACHE = REPO_ROOT / ".cache" / "kcl-jars"
 

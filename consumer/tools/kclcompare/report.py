@@ -78,11 +78,18 @@ def _cell(value: Any) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
+def _title(key: str, variant: dict[str, Any]) -> str:
+    """The variant's title as the project names it now (which one ships may have changed since the run)."""
+    from consumer.tools.kclcompare.variants import VARIANTS
+
+    return VARIANTS[key].title if key in VARIANTS else str(variant["title"])
+
+
 def versions_table(report: dict[str, Any]) -> list[str]:
     """The side-by-side Markdown table: one row per figure, one column per variant."""
     variants = report["variants"]
     lines = [
-        "| | " + " | ".join(variant["title"] for variant in variants.values()) + " |",
+        "| | " + " | ".join(_title(key, variant) for key, variant in variants.items()) + " |",
         "|---|" + "---|" * len(variants),
     ]
     for label, get in ROWS:
@@ -136,8 +143,8 @@ make kcl-compare       # every variant (about {minutes} minutes): the table on s
 make kcl-compare-docs  # this page and docs/kcl-versions.json from .local/kcl-compare/kcl-compare.json
 ```
 
-Run it alone on the machine (`flock /tmp/heavy-tests.lock make kcl-compare` here). The KCL 2.7.2 jars come from
-their own lock, `kcl/kclpy-2.2.3/kcl-jars.lock` (`make kcl-lock-compare`), with the same security overrides as the
+Run it alone on the machine (`flock /tmp/heavy-tests.lock make kcl-compare` here). The KCL 3.1.3 jars come from
+their own lock, `kcl/kclpy-3.1.3/kcl-jars.lock` (`make kcl-lock-compare`), with the same security overrides as the
 shipped set; they are never installed into the service.
 """
 
@@ -155,7 +162,9 @@ def _decision(report: dict[str, Any]) -> list[str]:
 
 def render_versions_doc(report: dict[str, Any]) -> str:
     """docs/kcl-versions.md for ``report`` (a comparison report as written to its JSON)."""
-    shipped = report["variants"]["kcl3"]
+    from consumer.tools.kclcompare.decision import SHIPPED
+
+    shipped = report["variants"][SHIPPED]
     setup, machine = report["setup"], report["machine"]
     intro = _INTRO.format(
         shipped_kcl=shipped["kcl"],

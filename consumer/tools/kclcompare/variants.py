@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from consumer.tools.kcljars import KCL2_LOCK, SHIPPED_LOCK
+from consumer.tools.kcljars import KCL3_LOCK, SHIPPED_LOCK
 
 __all__ = ["VARIANTS", "Variant"]
 
@@ -29,7 +29,7 @@ class Variant:
 VARIANTS: dict[str, Variant] = {
     variant.key: variant
     for variant in (
-        Variant("kcl3", "KCL 3.1.3 (shipped)", SHIPPED_LOCK),
-        Variant("kcl2", "KCL 2.7.2", KCL2_LOCK, precreate_lease_table=False, has_leader=False),
+        Variant("kcl3", "KCL 3.1.3", KCL3_LOCK),
+        Variant("kcl2", "KCL 2.7.2 (shipped)", SHIPPED_LOCK, precreate_lease_table=False, has_leader=False),
     )
 }
