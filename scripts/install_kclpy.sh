@@ -8,7 +8,9 @@
 # some pip/wheel combinations. The daemon's jars come from properties/kcl-jars.lock instead, pinned by SHA-256
 # (python -m consumer.runtime.jarfetch). So this script:
 #   1. downloads the sdist with pip, hash-checked against Pipfile.lock (the version and sha256 pinned there);
-#   2. empties the <dependencies> of its pom.xml, the list setup.py downloads (the Python code is untouched);
+#   2. empties the <dependencies> of its pom.xml, the list setup.py downloads (the Python code is untouched), and
+#      gives the 2.x releases' bare `argparse` requirement (for Python 2.6) the marker the 3.x releases carry, so
+#      that the obsolete PyPI argparse is neither installed nor missed by `pip check` (argparse is in the stdlib);
 #   3. builds and installs it with --no-deps --no-build-isolation: no download of any kind while it builds.
 # BUILD_PYTHON (default VENV_PYTHON) is the interpreter whose setuptools builds the wheel (the image builds with a
 # separate tools environment, so /opt/venv carries no setuptools).
@@ -78,6 +80,19 @@ if dependencies is None or not len(dependencies):
     sys.exit("pom.xml: no <dependencies> to empty")
 dependencies.clear()
 tree.write(sys.argv[1], xml_declaration=True, encoding="utf-8")
+EOF_PY
+
+# amazon-kclpy 2.x declares install_requires 'argparse' (for Python 2.6); 3.x already marks it for Python < 3.2.
+"$PY" - "$SRC/setup.py" <<'EOF_PY'
+import re
+import sys
+
+path = sys.argv[1]
+text = open(path, encoding="utf-8").read()
+marked, count = re.subn(r"""^(\s*)['"]argparse['"],\s*$""", "\\1\"argparse; python_version < '3.2'\",", text, flags=re.M)
+if count > 1:
+    sys.exit("setup.py: more than one bare argparse requirement")
+open(path, "w", encoding="utf-8").write(marked)
 EOF_PY
 
 log "building amazon-kclpy $VERSION without its jars"

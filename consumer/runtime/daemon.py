@@ -36,9 +36,6 @@ def properties_overrides(settings: Settings, *, python: str = sys.executable) ->
         "maxRecords": str(settings.kcl_max_records),
         "idleTimeBetweenReadsInMillis": str(settings.kcl_idle_time_between_reads_ms),
         "metricsLevel": settings.daemon_metrics_level,
-        # KCL 3 only (KCL 2.x ignores both): no CPU metrics means no probe of ECS, EKS or EC2 metadata.
-        "disableWorkerMetrics": "false" if settings.kcl_worker_metrics else "true",
-        "clientVersionConfig": settings.kcl_client_version_config.value,
     }
     if settings.kcl_initial_position is InitialPosition.AT_TIMESTAMP:
         assert settings.kcl_initial_timestamp is not None  # checked by Settings

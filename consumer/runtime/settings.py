@@ -25,7 +25,6 @@ from consumer.runtime.jars import default_jar_dir
 from consumer.runtime.resources import PROPERTIES_TEMPLATE
 
 __all__ = [
-    "ClientVersionConfig",
     "InitialPosition",
     "ModelSettings",
     "ServingSettings",
@@ -43,15 +42,6 @@ class InitialPosition(StrEnum):
     TRIM_HORIZON = "TRIM_HORIZON"
     LATEST = "LATEST"
     AT_TIMESTAMP = "AT_TIMESTAMP"
-
-
-class ClientVersionConfig(StrEnum):
-    """How KCL 3 treats the lease table it finds (docs/operating.md, "From KCL 2.x")."""
-
-    #: A new application, or one whose migration from KCL 2.x is complete.
-    V3 = "CLIENT_VERSION_CONFIG_3X"
-    #: The first rollout of KCL 3 over a lease table KCL 2.x workers wrote (and may still be writing).
-    COMPATIBLE_WITH_2X = "CLIENT_VERSION_CONFIG_COMPATIBLE_WITH_2X"
 
 
 class ModelSettings(BaseSettings):
@@ -123,17 +113,6 @@ class Settings(ModelSettings):
         default_factory=dict,
         description='More daemon properties as JSON, e.g. {"shardSyncIntervalMillis": "10000"}; they win over '
         "the template.",
-    )
-    kcl_worker_metrics: bool = Field(
-        default=False,
-        description="KCL 3 balances leases by each worker's CPU, read from the ECS task metadata endpoint, the EKS "
-        "pod's cgroup (found through its service-account token file) or EC2 instance metadata; false renders "
-        "disableWorkerMetrics = true: no such probe, leases balanced by throughput.",
-    )
-    kcl_client_version_config: ClientVersionConfig = Field(
-        default=ClientVersionConfig.V3,
-        description="The daemon's clientVersionConfig: CLIENT_VERSION_CONFIG_COMPATIBLE_WITH_2X for the first "
-        "rollout over a lease table written by KCL 2.x.",
     )
     kcl_metrics_level: str | None = Field(
         default=None,

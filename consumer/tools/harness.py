@@ -3,8 +3,7 @@
 - :func:`consumer_env`: the environment of ``python -m consumer run`` against a :class:`~consumer.tools.localstack.
   LocalStack`;
 - :class:`ConsumerProcess`: that command as a subprocess, its output in a log file, stopped gracefully or killed
-  as a lost node would be; it creates the KCL 3 lease table with its index first (:mod:`consumer.tools.leasetable`:
-  the local DynamoDB cannot add the index itself);
+  as a lost node would be (the daemon creates its lease table itself);
 - :func:`ensure_model`: the seed's model, trained and registered in a local MLflow store once;
 - :data:`POISON_RECORDS`, one record of each kind the processor must set aside; :func:`wait_for`;
   :func:`metrics_summary`.
@@ -114,8 +113,6 @@ def consumer_env(
         CONSUMER_WORK_DIR=str(work_dir / application_name),
         KCL_JAVA_OPTS="-Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1",
         KCL_EXTRA_PROPERTIES=LOCAL_KCL_PROPERTIES,
-        # Never on here: the daemon would probe ECS, EKS and EC2 instance metadata (169.254.169.254) for its CPU.
-        KCL_WORKER_METRICS="false",
         # Several consumers may run side by side here: each gets a free port (logged) and its own metrics folder.
         METRICS_HOST="127.0.0.1",
         METRICS_PORT="0",
@@ -132,13 +129,14 @@ def _run_command() -> list[str]:
 @dataclass
 class ConsumerProcess:
     """``python -m consumer run`` (or ``command``: another KCL version's launcher, :mod:`consumer.tools.kcljars`)
-    as a subprocess, its output in ``log_path``. With ``lease_table`` (the default) :meth:`start` creates the KCL 3
-    lease table with its index first when the environment points at a local DynamoDB."""
+    as a subprocess, its output in ``log_path``. KCL 2.x creates its lease table itself; with ``lease_table`` (the
+    version comparison's KCL 3 only) :meth:`start` first creates KCL 3's lease table with its index when the
+    environment points at a local DynamoDB (:mod:`consumer.tools.leasetable`: the local DynamoDB cannot add it)."""
 
     env: dict[str, str]
     log_path: Path
     command: list[str] = field(default_factory=_run_command)
-    lease_table: bool = True
+    lease_table: bool = False
     process: subprocess.Popen[bytes] | None = None
     _log: IO[bytes] | None = None
 

@@ -16,7 +16,6 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from consumer.tools.harness import LOCAL_KCL_PROPERTIES, POISON_RECORDS, wait_for
-from consumer.tools.leasetable import create_lease_table
 from consumer.tools.localstack import free_port
 from consumer.tools.paths import DEFAULT_TRIPS
 from consumer.tools.replay import put_payloads, replay
@@ -86,12 +85,10 @@ def test_container_scores_rides_read_only_as_uid_10001_and_drains_on_podman_stop
         "KCL_WORKER_ID": name,
         "KCL_IDLE_TIME_BETWEEN_READS_MS": "250",
         "KCL_EXTRA_PROPERTIES": LOCAL_KCL_PROPERTIES,
-        "KCL_WORKER_METRICS": "false",  # no instance-metadata probe, as on every local run
         "MODEL_URI": model_store.uri,
         "MLFLOW_TRACKING_URI": model_store.tracking_uri,
         "METRICS_PORT": str(metrics_port),
     }
-    create_lease_table(local_stack.dynamodb_endpoint, application)  # KCL 3's index: dynalite cannot add it
     started = time.monotonic()
     podman(*run_args(name, image, env, [str(model_store.store.directory)]))
     try:

@@ -31,8 +31,7 @@ def start_consumer(
     application = f"e2e-{uuid.uuid4().hex[:8]}"
     started: list[ConsumerProcess] = []
 
-    def start(worker_id: str = "worker-1", *, lease_table: bool = True, **extra: str) -> ConsumerProcess:
-        """``lease_table=False``: the daemon makes the lease table itself (or cannot reach it: that is the test)."""
+    def start(worker_id: str = "worker-1", **extra: str) -> ConsumerProcess:
         env = consumer_env(
             local_stack.env(),
             input_stream=streams.input,
@@ -45,8 +44,7 @@ def start_consumer(
             worker_id=worker_id,
             extra=extra,
         )
-        log = tmp_path / f"consumer-{worker_id}-{len(started)}.log"
-        consumer = ConsumerProcess(env, log, lease_table=lease_table).start()
+        consumer = ConsumerProcess(env, tmp_path / f"consumer-{worker_id}-{len(started)}.log").start()
         started.append(consumer)
         return consumer
 

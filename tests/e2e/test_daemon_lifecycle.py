@@ -172,7 +172,7 @@ def daemon_exit(consumer: ConsumerProcess, timeout: float) -> dict[str, Any]:
 
 def test_an_unreachable_lease_table_fails_the_consumer_naming_the_cause(start_consumer):
     endpoint = f"http://127.0.0.1:{closed_port()}"
-    consumer = start_consumer(lease_table=False, AWS_ENDPOINT_URL_DYNAMODB=endpoint)
+    consumer = start_consumer(AWS_ENDPOINT_URL_DYNAMODB=endpoint)
 
     line = daemon_exit(consumer, timeout=420)
 

@@ -151,16 +151,8 @@ class Scenario:
     def kinesis(self) -> KinesisClient:
         return self.stack.kinesis_client()
 
-    def start(
-        self,
-        worker_id: str = "worker-1",
-        *,
-        model_uri: str | None = None,
-        command: list[str] | None = None,
-        **extra: str,
-    ) -> ConsumerProcess:
-        """``python -m consumer run`` (or ``command``, e.g. another KCL version's launcher): its boto3 traffic
-        through the proxy, the daemon straight to kinesis-local."""
+    def start(self, worker_id: str = "worker-1", *, model_uri: str | None = None, **extra: str) -> ConsumerProcess:
+        """``python -m consumer run``: its boto3 traffic through the proxy, the daemon straight to kinesis-local."""
         properties = {**json.loads(LOCAL_KCL_PROPERTIES), "kinesisEndpoint": self.stack.kinesis_endpoint}
         properties.update(json.loads(extra.pop("KCL_EXTRA_PROPERTIES", "{}")))
         env = consumer_env(
@@ -183,7 +175,7 @@ class Scenario:
             },
         )
         log = self.work_dir / f"consumer-{worker_id}-{len(self.consumers)}.log"
-        consumer = ConsumerProcess(env, log, **({"command": command} if command else {})).start()
+        consumer = ConsumerProcess(env, log).start()
         self.consumers.append(consumer)
         return consumer
 

@@ -1,7 +1,7 @@
-"""KCL 3's graceful lease handoff through the real record processor, and the upstream amazon_kclpy trap around it.
+"""The graceful lease handoff through the real record processor, and the upstream amazon_kclpy trap around it.
 
-When KCL 3's leader moves a lease, the old owner's processor gets shutdownRequested with a checkpointer, may
-checkpoint, and then gets leaseLost. A checkpoint reply must be read by the checkpoint call that asked for it:
+When a worker shuts down gracefully (the launcher's SIGTERM; with KCL 3 also whenever its leader moves a lease), each
+of its processors gets shutdownRequested with a checkpointer, may checkpoint, and then gets leaseLost. A checkpoint reply must be read by the checkpoint call that asked for it:
 should one reach KCLProcess's main loop, upstream dies with "'CheckpointInput' object has no attribute 'action'"
 (awslabs/amazon-kinesis-client-python issues 232 and 339); ours stops the shard saying so
 (consumer/runtime/shard.py, GuardedKCLProcess).
@@ -10,7 +10,7 @@ should one reach KCLProcess's main loop, upstream dies with "'CheckpointInput' o
 from __future__ import annotations
 
 from tests.protocol.test_multilang import SHARD, answer_checkpoint, initialize, process, record
-from tests.unit.factories import ride_payload
+from tests.support.factories import ride_payload
 
 
 def test_a_handoff_checkpoints_the_written_batch_the_daemon_had_not_confirmed_then_lets_the_lease_go(start_processor):

@@ -2,8 +2,8 @@
 
 The actions are derived, not listed by hand:
 - the daemon's: the AWS SDK client methods the KCL jars of the lock reference (their classes' constant pools), each
-  DynamoDB call attributed to the table its class works on (the lease table and its index, the coordinator state
-  table, the worker metric stats table), less the enhanced fan-out calls (properties/consumer.properties sets
+  DynamoDB call attributed to the table its class works on (KCL 2.7.2 has one, the lease table; KCL 3 would add an
+  index and two tables), less the enhanced fan-out calls (properties/consumer.properties sets
   retrievalMode = POLLING) and point-in-time recovery (off in the daemon's table configuration);
 - the processors' and the launcher's: the boto3 client calls in the modules that ``python -m consumer run`` and
   record_processor.py import (their import graph, read with ast), each matched to an operation of botocore's models;
@@ -31,41 +31,30 @@ from tests.static.conftest import REPO, settings_configmap, task_definition
 
 POLICY = REPO / "iam" / "consumer-policy.json"
 KEDA_POLICY = REPO / "iam" / "keda-scaler-policy.json"
-#: The jars whose classes call AWS, found in the lock by artifact: the KCL, its multilang daemon, and the DynamoDB
-#: lock client that holds KCL 3's leader lock.
-KCL_ARTIFACTS = ("amazon-kinesis-client", "amazon-kinesis-client-multilang", "dynamodb-lock-client")
-LOCK_CLIENT = "dynamodb-lock-client"
+#: The jars whose classes call AWS, found in the lock by artifact: the KCL and its multilang daemon.
+KCL_ARTIFACTS = ("amazon-kinesis-client", "amazon-kinesis-client-multilang")
 #: The web endpoint's role (k8s/web/serviceaccount.yaml): it only reads the model.
 WEB_POLICY = REPO / "iam" / "web-policy.json"
 #: SDK client package -> IAM service prefix (the same names in botocore).
 SDK_SERVICES = {"kinesis": "kinesis", "dynamodb": "dynamodb", "cloudwatch": "cloudwatch"}
-#: The DynamoDB enhanced client's tables: their methods are DynamoDB operations on the table they map.
+#: The DynamoDB enhanced client's tables: their methods are DynamoDB operations on the table they map (KCL 2.7.2's
+#: classes use none; KCL 3's do).
 ENHANCED_TABLES = ("software/amazon/awssdk/enhanced/dynamodb/DynamoDbAsyncTable",)
 #: Only used with retrievalMode = FANOUT (enhanced fan-out), which the properties template turns off.
 FANOUT_ONLY = {"kinesis:RegisterStreamConsumer", "kinesis:DescribeStreamConsumer", "kinesis:SubscribeToShard"}
-#: Only used when a table's configuration turns point-in-time recovery on (DdbUtil.pitrEnabler); the daemon's
-#: configuration leaves it off for all three tables.
+#: Only used when the lease table's configuration turns point-in-time recovery on (DynamoDBLeaseRefresher); the
+#: daemon's configuration leaves it off.
 PITR_ONLY = {"dynamodb:UpdateContinuousBackups"}
 
-# The daemon's resources. Names: KCL_APPLICATION_NAME, and for KCL 3 two more tables named after it.
-INPUT_STREAM, METRICS = "input stream", "metrics"
-LEASES, LEASE_INDEX, COORDINATOR, WORKER_METRICS = "lease table", "lease owner index", "coordinator", "worker metrics"
-#: Which of the daemon's tables each class that calls DynamoDB works on (read in KCL 3.1.3's classes). A class that
-#: calls DynamoDB and is not attributed here fails test_every_dynamodb_caller_is_attributed: a new KCL's calls are
-#: attributed before they are granted. The lock client's classes all work on the coordinator state table (the
-#: leader lock is one of its items).
+# The daemon's resources. The lease table is named KCL_APPLICATION_NAME.
+INPUT_STREAM, METRICS, LEASES = "input stream", "metrics", "lease table"
+#: Which of the daemon's tables each class that calls DynamoDB works on (read in KCL 2.7.2's classes). A class that
+#: calls DynamoDB and is not attributed here fails test_every_dynamodb_caller_is_attributed: a new KCL's calls (KCL
+#: 3's coordinator state and worker metric stats tables, its lease owner index) are attributed before they are
+#: granted.
 TABLES_OF_CLASS = {
     "software/amazon/kinesis/leases/dynamodb/DynamoDBLeaseRefresher": {LEASES},
-    "software/amazon/kinesis/utils/DdbUtil": {LEASES, WORKER_METRICS},  # creates both (tableCreator)
-    "software/amazon/kinesis/worker/metricstats/WorkerMetricStatsDAO": {WORKER_METRICS},
-    "software/amazon/kinesis/coordinator/CoordinatorStateDAO": {COORDINATOR},
 }
-#: The adapter that runs the (synchronous) lock client on KCL's asynchronous DynamoDB client forwards every method;
-#: only those the lock client calls are made, and the lock client's own references count for them.
-PASS_THROUGH = {"software/amazon/kinesis/coordinator/DynamoDbAsyncToSyncClientAdapter"}
-#: The lease table is queried through its index only (DynamoDBLeaseRefresher.listLeaseKeysForWorker).
-THROUGH_INDEX = {(LEASES, "dynamodb:Query"): LEASE_INDEX}
-LEASE_OWNER_INDEX = "LeaseOwnerToLeaseKeyIndex"
 #: The shard processes' executable; the launcher's entry is the `run` command of consumer/cli.py (see below).
 SHARD_ENTRY_POINT = "record_processor.py"
 BOTO3_SERVICES = ("kinesis", "dynamodb", "cloudwatch", "s3", "sts")
@@ -110,19 +99,17 @@ def daemon_calls() -> tuple[dict[str, set[str]], dict[str, set[str]]]:
     calls: dict[str, set[str]] = {}
     unattributed: dict[str, set[str]] = {}
     prefixes = ("software/amazon/awssdk/services/", *ENHANCED_TABLES)
-    for artifact, jar in kcl_jars().items():
+    for jar in kcl_jars().values():
         for owner_class, references in class_method_references(jar, prefixes).items():
             for action in filter(None, (sdk_action(owner, method) for owner, method in references)):
                 if not action.startswith("dynamodb:"):
                     calls.setdefault(INPUT_STREAM if action.startswith("kinesis:") else METRICS, set()).add(action)
                     continue
-                if owner_class in PASS_THROUGH:
-                    continue
-                tables = {COORDINATOR} if artifact == LOCK_CLIENT else TABLES_OF_CLASS.get(owner_class)
+                tables = TABLES_OF_CLASS.get(owner_class)
                 if tables is None:
                     unattributed.setdefault(owner_class, set()).add(action)
                 for table in tables or ():
-                    calls.setdefault(THROUGH_INDEX.get((table, action), table), set()).add(action)
+                    calls.setdefault(table, set()).add(action)
     return calls, unattributed
 
 
@@ -232,16 +219,15 @@ def test_kcl_properties_use_polling_so_fanout_calls_are_not_needed():
 def test_every_dynamodb_caller_is_attributed_to_a_table():
     calls, unattributed = daemon_calls()
     assert unattributed == {}, "attribute these classes' calls to a table (TABLES_OF_CLASS) before granting them"
-    assert set(calls) == {INPUT_STREAM, METRICS, LEASES, LEASE_INDEX, COORDINATOR, WORKER_METRICS}
+    assert set(calls) == {INPUT_STREAM, METRICS, LEASES}
 
 
-def test_the_daemon_creates_and_indexes_its_tables():
+def test_the_daemon_creates_its_lease_table_and_adds_no_index():
     needs = daemon_needs()
-    # KCL 3 creates the lease table, then adds the lease owner index with UpdateTable; it creates its two other
-    # tables itself too.
-    assert {"dynamodb:CreateTable", "dynamodb:UpdateTable", "dynamodb:DescribeTable"} <= needs[LEASES]
-    assert needs[LEASE_INDEX] == {"dynamodb:Query"}
-    assert "dynamodb:CreateTable" in needs[COORDINATOR] & needs[WORKER_METRICS]
+    # KCL 2.7.2 creates its lease table when it is missing and waits for it; unlike KCL 3 it never changes the table
+    # (UpdateTable: KCL 3's lease owner index) and never queries it.
+    assert {"dynamodb:CreateTable", "dynamodb:DescribeTable"} <= needs[LEASES]
+    assert not {"dynamodb:UpdateTable", "dynamodb:Query"} & needs[LEASES]
 
 
 def test_the_policy_check_reads_the_actions_from_the_service_modules_not_the_tools():
@@ -282,14 +268,7 @@ def test_resources_are_the_streams_table_and_namespace_the_manifests_name():
             by_action.setdefault(action, set()).update(as_list(statement["Resource"]))
     application = settings["KCL_APPLICATION_NAME"]
     table = f"arn:aws:dynamodb:{region}:{account}:table/{application}"
-    arns = {
-        INPUT_STREAM: stream(settings["INPUT_STREAM_NAME"]),
-        LEASES: table,
-        LEASE_INDEX: f"{table}/index/{LEASE_OWNER_INDEX}",
-        COORDINATOR: f"{table}-CoordinatorState",
-        WORKER_METRICS: f"{table}-WorkerMetricStats",
-        METRICS: "*",
-    }
+    arns = {INPUT_STREAM: stream(settings["INPUT_STREAM_NAME"]), LEASES: table, METRICS: "*"}
     on_arn: dict[str, set[str]] = {}
     for statement in statements():
         for resource in as_list(statement["Resource"]):

@@ -116,20 +116,7 @@ def test_the_daemon_runs_on_the_jars_of_kcl_jar_dir(env, tmp_path):
     assert command[command.index("-cp") + 1] == f"{tmp_path / 'jars'}/*"
 
 
-def test_worker_metrics_are_off_unless_asked_for(env):
-    from consumer.runtime.settings import load_settings
-
-    rendered = _parse(render_properties(PROPERTIES_TEMPLATE.read_text(), properties_overrides(load_settings())))
-    assert rendered["disableWorkerMetrics"] == "true"
-    assert rendered["clientVersionConfig"] == "CLIENT_VERSION_CONFIG_3X"
-    env.setenv("KCL_WORKER_METRICS", "true")
-    env.setenv("KCL_CLIENT_VERSION_CONFIG", "CLIENT_VERSION_CONFIG_COMPATIBLE_WITH_2X")
-    rendered = _parse(render_properties(PROPERTIES_TEMPLATE.read_text(), properties_overrides(load_settings())))
-    assert rendered["disableWorkerMetrics"] == "false"
-    assert rendered["clientVersionConfig"] == "CLIENT_VERSION_CONFIG_COMPATIBLE_WITH_2X"
-
-
-def test_the_template_names_credentials_the_way_kcl_3_reads_them():
+def test_the_template_names_credentials_the_way_kcl_2_7_reads_them():
     rendered = _parse(PROPERTIES_TEMPLATE.read_text())
     # KCL 2.7+ resolves SDK v2 names only; KCL 2.5's DefaultAWSCredentialsProviderChain makes the daemon exit 1.
     assert rendered["AwsCredentialsProvider"] == "DefaultCredentialsProvider"

@@ -1,6 +1,7 @@
-"""The shipped KCL jar set (properties/kcl-jars.lock): at or above the versions that fix the known vulnerabilities
-of the old 2.5.8 set, no AWS SDK for Java v1, and the lock consistent with the amazon-kclpy release Pipfile.lock pins
-and the wrapper pom it was resolved from. A downgrade in a regenerated lock fails here."""
+"""The KCL jar sets (properties/kcl-jars.lock, shipped; kcl/kclpy-3.1.3/kcl-jars.lock, the version comparison's):
+at or above the versions that fix the known vulnerabilities of the old 2.5.8 set, no AWS SDK for Java v1, and the
+shipped lock consistent with the amazon-kclpy release Pipfile.lock pins and the wrapper pom it was resolved from. A
+downgrade in a regenerated lock fails here."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from consumer.runtime.jars import JarLock, JarPin, read_lock
-from consumer.tools.kcljars import KCL2_LOCK
+from consumer.tools.kcljars import KCL3_LOCK
 from consumer.tools.paths import REPO_ROOT
 
 #: (what, does a jar belong to it, the first version with the fix, the advisory).
@@ -48,7 +49,7 @@ def problems(pins: tuple[JarPin, ...]) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize("lock", [read_lock(), read_lock(KCL2_LOCK)], ids=["shipped", "kcl2-comparison"])
+@pytest.mark.parametrize("lock", [read_lock(), read_lock(KCL3_LOCK)], ids=["shipped", "kcl3-comparison"])
 def test_every_jar_is_at_or_above_its_fixed_version_and_no_sdk_v1(lock: JarLock):
     assert problems(lock.pins) == []
 
@@ -75,8 +76,9 @@ def test_the_lock_is_the_amazon_kclpy_release_pipfile_lock_pins():
     assert parent is not None and parent.findtext("{http://maven.apache.org/POM/4.0.0}version") == lock.kclpy_version
 
 
-def test_the_shipped_set_is_kcl_3_on_the_sdk_v2_only():
+def test_the_shipped_set_is_kcl_2_7_on_the_sdk_v2_only():
+    """KCL 2.7's multilang dropped the AWS SDK for Java v1 (hence its SDK v2 credentials provider names); KCL 3's
+    leader lock client (com.amazonaws:dynamodb-lock-client) is not in the set either."""
     lock = read_lock()
-    assert version_key(lock.kcl_version) >= (3,)
-    assert {pin.group for pin in lock.pins if pin.group.startswith("com.amazonaws")} <= {"com.amazonaws"}
-    assert [pin.artifact for pin in lock.pins if pin.group == "com.amazonaws"] == ["dynamodb-lock-client"]
+    assert version_key(lock.kcl_version) >= (2, 7)
+    assert [pin.coordinates for pin in lock.pins if pin.group.startswith("com.amazonaws")] == []

@@ -12,6 +12,7 @@ from consumer.cli import main
 from consumer.errors import ConsumerError
 from consumer.runtime.jars import read_lock
 from consumer.tools.kclcompare import VARIANTS, render_versions_doc, write_versions_docs
+from consumer.tools.kclcompare.decision import SHIPPED
 from consumer.tools.paths import REPO_ROOT
 
 DOCS = REPO_ROOT / "docs"
@@ -36,7 +37,7 @@ def test_the_committed_report_compares_every_variant_on_every_phase():
 
 
 def test_the_report_is_of_the_shipped_jars():
-    shipped = json.loads(REPORT.read_text())["variants"]["kcl3"]
+    shipped = json.loads(REPORT.read_text())["variants"][SHIPPED]
     lock = read_lock()
 
     assert (shipped["kcl"], shipped["amazon_kclpy"], shipped["jars"]) == (

@@ -4,8 +4,9 @@ coordinator state say, and the ledger that judges them.
 A cluster is a context manager: it starts its own emulators (kinesis-local slows down, and after a few tens of
 thousands of records stops answering, when one process carries every scenario's streams) and stops them and its
 workers on exit. Every worker is ``python -m consumer run`` on the variant's jars
-(:func:`consumer.tools.kcljars.launcher_command`), configured by the harness as every local run is (worker metrics
-off, polling every 250 ms). Times are wall-clock seconds (``time.time()``), the clock of the consumers' log lines.
+(:func:`consumer.tools.kcljars.launcher_command`), configured by the harness as every local run is (polling every
+250 ms), plus the variant's properties (KCL 3: worker metrics off). Times are wall-clock seconds (``time.time()``),
+the clock of the consumers' log lines.
 """
 
 from __future__ import annotations

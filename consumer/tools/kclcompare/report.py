@@ -108,8 +108,8 @@ was chosen: the newest KCL 3.x and the newest KCL 2.x that resolve from Maven Ce
 comparison the project ships (`make kcl-compare`, `python -m consumer kcl-compare`): each runs the real daemon
 through `python -m consumer run` against the local stack (kinesis-local and dynalite), one variant after the other
 on the same machine, on the same timeline. **Absolute figures depend on the machine**; the run's machine and load are
-at the end, and its whole report is [kcl-versions.json](kcl-versions.json). What changed for an operator with
-KCL 3 is in [deploying.md](deploying.md#kcl-3-what-changed-for-an-operator).
+at the end, and its whole report is [kcl-versions.json](kcl-versions.json). What a move to KCL 3 would take is in
+[deploying.md](deploying.md#moving-to-kcl-3-later).
 
 ## What is measured
 
@@ -121,6 +121,8 @@ phase's duplicates are its own):
 1. **Cold start**: worker A alone on a new application, records waiting on every shard; from the daemon's start to
    every shard's first batch, and per shard from its lease (the daemon's log) to its first batch. KCL 3 runs on a
    lease table the tools created with its index (the local DynamoDB cannot add it); KCL 2.7.2 creates its own.
+   KCL 3 runs with `disableWorkerMetrics = true` and `clientVersionConfig = CLIENT_VERSION_CONFIG_3X` (nothing here
+   may probe instance metadata; a new application).
 2. **Steady load** on worker A alone for {steady} s: the daemon's CPU-seconds per 1,000 rides and its RSS
    (`-Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1`, the local stack's options).
 3. **A second worker joins** under load: until its first batch, until the leases are balanced, and the records
