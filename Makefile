@@ -72,7 +72,7 @@ lock:
 	test -x .cache/pipenv/bin/pipenv || { python3.11 -m venv .cache/pipenv && .cache/pipenv/bin/pip install --quiet pipenv==$(PIPENV_VERSION); }
 	PIPENV_VERBOSITY=-1 .cache/pipenv/bin/pipenv lock
 
-## kcl-compare: the KCL version comparison on the real daemon (docs/kcl-versions.md; about an hour, not in CI):
+## kcl-compare: the KCL version comparison on the real daemon (docs/kcl-versions.md; about half an hour, not in CI):
 ## the table on stdout, JSON in .local/kcl-compare/ (KCL_COMPARE_ARGS="--variant kcl3" to narrow it)
 .PHONY: kcl-compare kcl-compare-docs
 kcl-compare: setup

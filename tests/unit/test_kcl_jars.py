@@ -77,8 +77,9 @@ def test_the_lock_is_the_amazon_kclpy_release_pipfile_lock_pins():
 
 
 def test_the_shipped_set_is_kcl_2_7_on_the_sdk_v2_only():
-    """KCL 2.7's multilang dropped the AWS SDK for Java v1 (hence its SDK v2 credentials provider names); KCL 3's
-    leader lock client (com.amazonaws:dynamodb-lock-client) is not in the set either."""
+    """KCL 2.7 names its credentials providers the SDK v2 way and its classes call no SDK v1 class (amazon-kclpy
+    2.2.3's pom still lists aws-java-sdk-core and -sts; kcl/pom.xml leaves them out); KCL 3's leader lock client
+    (com.amazonaws:dynamodb-lock-client) is not in the set either."""
     lock = read_lock()
     assert version_key(lock.kcl_version) >= (2, 7)
     assert [pin.coordinates for pin in lock.pins if pin.group.startswith("com.amazonaws")] == []
