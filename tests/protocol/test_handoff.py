@@ -1,10 +1,10 @@
 """The graceful lease handoff through the real record processor, and the upstream amazon_kclpy trap around it.
 
 When a worker shuts down gracefully (the launcher's SIGTERM; with KCL 3 also whenever its leader moves a lease), each
-of its processors gets shutdownRequested with a checkpointer, may checkpoint, and then gets leaseLost. A checkpoint reply must be read by the checkpoint call that asked for it:
-should one reach KCLProcess's main loop, upstream dies with "'CheckpointInput' object has no attribute 'action'"
-(awslabs/amazon-kinesis-client-python issues 232 and 339); ours stops the shard saying so
-(consumer/runtime/shard.py, GuardedKCLProcess).
+of its processors gets shutdownRequested with a checkpointer, may checkpoint, and then gets leaseLost. A checkpoint
+reply must be read by the checkpoint call that asked for it: should one reach KCLProcess's main loop, upstream dies
+with "'CheckpointInput' object has no attribute 'action'" (awslabs/amazon-kinesis-client-python issues 232 and 339);
+ours stops the shard saying so (consumer/runtime/shard.py, GuardedKCLProcess).
 """
 
 from __future__ import annotations
