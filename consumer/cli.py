@@ -372,7 +372,7 @@ def kcl_compare(
     docs_dir: Path | None,
 ) -> None:
     """Compare KCL versions on the real daemon: cold start, join, SIGTERM, SIGKILL of a worker and of the leader,
-    duplicates, memory and CPU (docs/kcl-versions.md). About an hour; run it alone on the machine."""
+    duplicates, memory and CPU (docs/kcl-versions.md). About half an hour; run it alone on the machine."""
     _require_tools()
     from consumer.tools.kclcompare.run import command
 

@@ -1,11 +1,11 @@
-"""The KCL 3 lease table for local runs, and what the daemon keeps in DynamoDB, read back.
+"""What the daemon keeps in DynamoDB, read back, and KCL 3's lease table for the version comparison's local runs.
 
-KCL 3 adds a global secondary index, ``LeaseOwnerToLeaseKeyIndex``, to the lease table with UpdateTable. dynalite
-(the local DynamoDB) does not implement adding an index that way, and the daemon then gives up after 20 attempts.
-So the development tooling creates the lease table itself, with the index, exactly as KCL 3 leaves it on real
-DynamoDB, before a consumer starts against the local stack (:meth:`ConsumerProcess.start
-<consumer.tools.harness.ConsumerProcess.start>` does it). On real DynamoDB the daemon creates the table and the
-index itself; nothing here ever talks to anything but a loopback endpoint.
+The shipped daemon (KCL 2.7.2) creates its lease table itself. KCL 3 adds a global secondary index,
+``LeaseOwnerToLeaseKeyIndex``, to the lease table with UpdateTable; dynalite (the local DynamoDB) does not implement
+adding an index that way, and the daemon then gives up after 20 attempts. So for the comparison's KCL 3 variant the
+tooling creates the lease table itself, with the index, exactly as KCL 3 leaves it on real DynamoDB, before a
+consumer starts against the local stack (:meth:`ConsumerProcess.start <consumer.tools.harness.ConsumerProcess.start>`
+with ``lease_table=True``). Nothing here ever talks to anything but a loopback endpoint.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The KCL version comparison: ``python -m consumer kcl-compare`` (``make kcl-compare``), on demand, not in CI.
 
-It runs the real daemon of each KCL version the project considered (the shipped KCL 3.x jar set, the same with its
-lease assignment tuned, and KCL 2.7.2, the newest 2.x) through ``python -m consumer run`` against the local stack,
+It runs the real daemon of each KCL version the project considered (KCL 3.1.3, the newest 3.x that resolves, and
+KCL 2.7.2, the newest 2.x, which ships) through ``python -m consumer run`` against the local stack,
 one after the other, on the same timeline: a cold start on a new lease table, a steady load on one worker, a second
 worker joining, a SIGTERM, a SIGKILL of a worker and a SIGKILL of KCL 3's leader, each judged by the ledger. Its
 report is JSON; docs/kcl-versions.md is rendered from it (``--docs-from``). One module per concept:
