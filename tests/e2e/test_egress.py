@@ -19,7 +19,7 @@ import subprocess
 import sys
 
 from consumer.tools.paths import REPO_ROOT
-from tests.stack_fixtures import skip_or_fail
+from tests.support.requirements import unavailable
 
 
 def _namespace_unavailable() -> str | None:
@@ -36,7 +36,7 @@ def _namespace_unavailable() -> str | None:
 
 def test_an_end_to_end_run_sends_nothing_beyond_loopback(registered_model, emulators_installed, tmp_path):
     if reason := _namespace_unavailable():
-        skip_or_fail(reason)
+        unavailable(reason)
     config = tmp_path / "config.json"
     config.write_text(
         json.dumps(
