@@ -1,13 +1,17 @@
 """Export Pipfile.lock as a hash-checked requirements file for ``pip install --require-hashes --no-deps``.
 
-Used by scripts/setup.sh (default + develop, for .venv) and by the Dockerfile (default only, for the image), so both
-install exactly what the lock pins. amazon-kclpy is left out of both: its sdist would fetch the KCL jars from Maven
-Central while it builds, unchecked, so scripts/install_kclpy.sh installs it (same version, sdist hash checked against
-the lock, no jars; the daemon's jars come from properties/kcl-jars.lock).
+Used by scripts/setup.sh (default + tools + develop, for .venv) and by the Dockerfile (default only, for the image),
+so both install exactly what the lock pins. The sections are Pipfile's categories: default ([packages], the run
+time), tools ([tools], training and the demo) and develop ([dev-packages]); a package in two sections must have one
+version in both, since they are installed together.
+
+amazon-kclpy is left out of both: its sdist would fetch the KCL jars from Maven Central while it builds, unchecked,
+so scripts/install_kclpy.sh installs it (same version, sdist hash checked against the lock, no jars; the daemon's
+jars come from properties/kcl-jars.lock).
 
 Standard library only: it runs before any package is installed (and in the image's build stage).
 
-    python scripts/locked_requirements.py Pipfile.lock OUT.txt --section default --section develop
+    python scripts/locked_requirements.py Pipfile.lock OUT.txt --section default --section tools --section develop
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from pathlib import Path
 
 #: Installed by scripts/install_kclpy.sh, never from the exported file.
 EXCLUDED = ("amazon-kclpy",)
+#: The lock's sections: Pipfile's [packages], [tools] and [dev-packages].
+SECTIONS = ("default", "tools", "develop")
 
 
 def locked_requirements(lock: dict, sections: list[str], excluded: tuple[str, ...] = EXCLUDED) -> list[str]:
@@ -51,9 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("lock", type=Path, help="Pipfile.lock")
     parser.add_argument("out", type=Path, help="requirements file to write")
-    parser.add_argument(
-        "--section", action="append", choices=["default", "develop"], help="lock sections (default: default)"
-    )
+    parser.add_argument("--section", action="append", choices=SECTIONS, help="lock sections (default: default)")
     parser.add_argument("--only", action="append", metavar="NAME", help="export just these packages")
     args = parser.parse_args(argv)
     sections = args.section or ["default"]

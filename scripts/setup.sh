@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything the project needs, from a fresh clone:
-#   .venv/          Python 3.11 with the packages pinned (and hash-checked) in Pipfile.lock, and this project
+#   .venv/          Python 3.11 with every package pinned (and hash-checked) in Pipfile.lock (the run time, the
+#                   tools' full MLflow and pandas, the development packages), and this project
 #                   installed in editable mode (pip install -e .: `consumer`, `record_processor`, `ride-consumer`)
 #   amazon-kclpy    the official release Pipfile.lock pins, from its hash-checked sdist, without jars
 #                   (scripts/install_kclpy.sh)
@@ -108,11 +109,12 @@ else
     log "creating .venv with $PYTHON"
     "$PYTHON" -m venv "$VENV"
 
-    # Export Pipfile.lock (default + develop) as a hash-checked requirements file, amazon-kclpy left out
-    # (scripts/install_kclpy.sh installs it). The Dockerfile exports the default section with the same script.
+    # Export Pipfile.lock (default + tools + develop: everything) as a hash-checked requirements file, amazon-kclpy
+    # left out (scripts/install_kclpy.sh installs it). The Dockerfile exports the default section alone (the run
+    # time) with the same script.
     mkdir -p "$CACHE"
     REQS="$CACHE/requirements-locked.txt"
-    "$VPY" scripts/locked_requirements.py Pipfile.lock "$REQS" --section default --section develop
+    "$VPY" scripts/locked_requirements.py Pipfile.lock "$REQS" --section default --section tools --section develop
     log "installing the locked packages into .venv (hash-checked)"
     "$VPY" -m pip install --quiet --require-hashes --no-deps -r "$REQS"
 

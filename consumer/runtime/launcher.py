@@ -2,8 +2,9 @@
 
 1. builds and validates the settings (a bad value stops here, naming the variable);
 2. verifies the KCL jars in KCL_JAR_DIR against the packaged lock (group:artifact:version and SHA-256);
-3. prepares the model once per pod (resolve MODEL_URI with MLflow, download, write the lean artifact that the
-   shard processes load without importing MLflow);
+3. prepares the model once per pod, in a short-lived child process (consumer/runtime/preparation.py: resolve
+   MODEL_URI with MLflow, download, write the lean artifact that the shard processes load without importing
+   MLflow), so that the launcher itself never imports MLflow or scikit-learn;
 4. renders the daemon's properties from the template (KCL_PROPERTIES_TEMPLATE) and the settings;
 5. starts the fork server and the MultiLangDaemon, and supervises the daemon (consumer/runtime/supervision.py):
    SIGTERM/SIGINT are taken before any of this starts; it exits 0 only when the daemon stopped because it was

@@ -1,43 +1,146 @@
 """The model of ``MODEL_URI`` prepared as the settings say (resolve, download, the trust rules, the fast path),
 once per process that starts a deployment: the stream's launcher, ``score`` and ``serve``.
 
-It imports MLflow (through :mod:`consumer.model.prepare`) when called, never at import: whatever calls it pays for
-that once, before anything long-lived starts.
+The preparation runs in a short-lived child process, ``python -m consumer.runtime.preparation``, so the caller never
+imports MLflow, scikit-learn, skl2onnx or what they bring: the launcher lives as long as the pod and would hold them
+to the end (docs/architecture.md, "Model preparation", says why a child process and not an init container).
+
+The child and its caller speak through three channels:
+
+- stdin: the model's settings (:class:`~consumer.runtime.settings.ModelSettings`) as one JSON object; everything
+  else, MLFLOW_TRACKING_URI and the AWS credentials among it, comes in the caller's environment;
+- stderr, shared with the caller: the child's JSON log lines (``component`` ``model_preparation``);
+- stdout: one JSON line, ``{"path": ..., "version": ...}``, or ``{"error": ...}`` with a non-zero exit status, which
+  the caller raises as :class:`~consumer.errors.ModelError`. Anything else the child's libraries print goes to
+  stderr.
+
+The child dies with its caller (the parent-death signal, :mod:`consumer.runtime.process`) and is killed when its
+caller stops waiting for it (a stop signal during the launcher's start-up, an interrupt).
 """
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from consumer.runtime.logs import get_logger
+from consumer.errors import ModelError
+from consumer.model.prepared import read_metadata
+from consumer.runtime.logs import configure_logging, get_logger
+from consumer.runtime.process import tied_to_this_process
 from consumer.runtime.settings import ModelSettings
 
-__all__ = ["Prepared", "prepare_model"]
+__all__ = ["COMPONENT", "Prepared", "main", "prepare_model"]
+
+#: The ``component`` of the child's log lines.
+COMPONENT = "model_preparation"
+#: The settings the child is given (the rest of ModelSettings is for the processes that score).
+_REQUEST_FIELDS = {"model_uri", "model_cache_dir", "allow_pickle_models", "model_trusted_types", "log_level"}
 
 
 class Prepared(NamedTuple):
-    """The prepared directory and the seconds it took (a reused one takes well under a second)."""
+    """The prepared directory and the seconds it took (a reused one takes the child's start-up and a look-up)."""
 
     path: Path
     seconds: float
 
 
 def prepare_model(settings: ModelSettings) -> Prepared:
-    """Prepare ``settings.model_uri`` in ``settings.model_cache_dir``; a prepared one is reused. Logs
-    ``model_preparing`` and ``model_prepared``; raises :class:`consumer.errors.ModelError` naming the URI."""
-    from consumer.model.prepare import prepare
-
+    """Prepare ``settings.model_uri`` in ``settings.model_cache_dir`` in a child process; a prepared one is reused.
+    Logs ``model_preparing`` and ``model_prepared``; raises :class:`consumer.errors.ModelError` with the child's
+    message (it names the URI, and the setting when one decides)."""
     log = get_logger()
     log.info("model_preparing", model_uri=settings.model_uri)
     started = time.perf_counter()
-    path = prepare(
-        settings.model_uri,
-        settings.model_cache_dir,
-        allow_pickle=settings.allow_pickle_models,
-        trusted_types=settings.model_trusted_types,
-    )
+    answer = _run_child(settings.model_dump_json(include=_REQUEST_FIELDS).encode(), settings.model_uri)
     seconds = time.perf_counter() - started
-    log.info("model_prepared", model_uri=settings.model_uri, path=str(path), seconds=round(seconds, 2))
+    path = Path(answer["path"])
+    log.info(
+        "model_prepared",
+        model_uri=settings.model_uri,
+        version=answer.get("version"),
+        path=str(path),
+        seconds=round(seconds, 2),
+    )
     return Prepared(path, seconds)
+
+
+def _run_child(request: bytes, model_uri: str) -> dict[str, Any]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", __name__],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        # Its own session: a terminal's Ctrl-C reaches the caller alone, which ends the child below.
+        start_new_session=True,
+        preexec_fn=tied_to_this_process(signal.SIGKILL),  # only prctl and getppid run in the child
+    )
+    try:
+        out, _ = process.communicate(request)
+    finally:
+        if process.poll() is None:  # the caller stopped waiting (a stop signal raised in it): the child goes too
+            process.kill()
+            process.wait()
+    answer = _answer(out)
+    if process.returncode == 0 and isinstance(answer.get("path"), str):
+        return answer
+    if isinstance(answer.get("error"), str):
+        raise ModelError(answer["error"])
+    raise ModelError(f"{model_uri}: the model preparation process {_ended(process.returncode)} without an answer")
+
+
+def _answer(out: bytes) -> dict[str, Any]:
+    """The child's answer: its last line of stdout, if that is a JSON object."""
+    lines = out.decode("utf-8", errors="replace").strip().splitlines()
+    try:
+        answer = json.loads(lines[-1]) if lines else {}
+    except json.JSONDecodeError:
+        return {}
+    return answer if isinstance(answer, dict) else {}
+
+
+def _ended(status: int) -> str:
+    if status < 0:
+        return f"was killed by {signal.Signals(-status).name}"
+    return f"exited with status {status}"
+
+
+# --- The child ---------------------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    """The child: prepare the model of the settings on stdin, answer on stdout (see the module's docstring)."""
+    answer_fd = os.dup(1)
+    os.dup2(2, 1)  # stdout is the answer's alone: whatever a library prints goes to stderr with the logs
+    with os.fdopen(answer_fd, "w", encoding="utf-8") as channel:
+        answer = _prepare(sys.stdin.read())
+        channel.write(json.dumps(answer) + "\n")
+    return 0 if "path" in answer else 1
+
+
+def _prepare(request: str) -> dict[str, str]:
+    settings = ModelSettings.model_validate_json(request)
+    configure_logging(settings.log_level, component=COMPONENT)
+    from consumer.model.prepare import prepare  # MLflow, scikit-learn: in this process only
+
+    try:
+        path = prepare(
+            settings.model_uri,
+            settings.model_cache_dir,
+            allow_pickle=settings.allow_pickle_models,
+            trusted_types=settings.model_trusted_types,
+        )
+        return {"path": str(path), "version": str(read_metadata(path)["version"])}
+    except ModelError as exc:
+        return {"error": str(exc)}
+    except Exception as exc:  # noqa: BLE001 - one nobody foresaw still reaches the caller; its traceback is logged
+        get_logger().exception("model_preparation_failed", model_uri=settings.model_uri)
+        return {"error": f"{settings.model_uri}: preparing the model failed: {type(exc).__name__}: {exc}"}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

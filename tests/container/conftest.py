@@ -1,5 +1,7 @@
 """Fixtures for the container tier: the project's podman (scripts/container_setup.sh), the image built from the real
-Dockerfile, and a model registered in a local MLflow store that the container reads through a read-only mount.
+Dockerfile, and a model registered in a local MLflow store, which the container reads as a deployment reads a
+registry: over HTTP from an MLflow tracking server on 127.0.0.1 (the image has mlflow-skinny, without MLflow's SQL
+store), the artifacts through a read-only mount of the store at the same path.
 
 The tier needs root and podman, so it runs on its own: ``make container-test`` (scripts/container_test.sh) prepares
 podman, then runs ``pytest -m container``; ``make test`` leaves the tier out. Without podman set up its tests are
@@ -14,7 +16,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +24,7 @@ import pytest
 
 from tests.support.models import ModelStore, RegisteredModel, train_and_register
 from tests.support.requirements import require_file, require_tool
+from tests.support.tracking import tracking_server
 
 REPO = Path(__file__).resolve().parents[2]
 PODMAN_ENV_FILE = REPO / ".cache" / "container" / "env"
@@ -108,3 +111,11 @@ def model_store(tmp_path_factory: pytest.TempPathFactory) -> RegisteredModel:
     for path in [root, *root.rglob("*")]:
         path.chmod(path.stat().st_mode | (0o005 if path.is_dir() else 0o004))
     return model
+
+
+@pytest.fixture(scope="session")
+def registry_url(model_store: RegisteredModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """MLFLOW_TRACKING_URI for the container: ``mlflow server`` over the model store on 127.0.0.1 (the container
+    shares the host's network)."""
+    with tracking_server(model_store.store, tmp_path_factory.mktemp("tracking-server")) as url:
+        yield url

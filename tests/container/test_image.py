@@ -65,7 +65,7 @@ def test_image_without_settings_stops_naming_the_missing_variable(podman, image)
 
 
 def test_container_scores_rides_read_only_as_uid_10001_and_drains_on_podman_stop(
-    podman, image, model_store, local_stack, streams, trips_file, tmp_path
+    podman, image, model_store, registry_url, local_stack, streams, trips_file, tmp_path
 ):
     suffix = uuid.uuid4().hex[:8]
     kinesis = local_stack.kinesis_client()
@@ -86,7 +86,7 @@ def test_container_scores_rides_read_only_as_uid_10001_and_drains_on_podman_stop
         "KCL_IDLE_TIME_BETWEEN_READS_MS": "250",
         "KCL_EXTRA_PROPERTIES": LOCAL_KCL_PROPERTIES,
         "MODEL_URI": model_store.uri,
-        "MLFLOW_TRACKING_URI": model_store.tracking_uri,
+        "MLFLOW_TRACKING_URI": registry_url,
         "METRICS_PORT": str(metrics_port),
     }
     started = time.monotonic()
@@ -229,14 +229,16 @@ def _no_leftover_containers(podman):
         podman("rm", "--force", *leftovers, check=False)
 
 
-def test_the_same_image_serves_the_web_endpoint_and_scores_a_month_file(podman, image, model_store, tmp_path):
+def test_the_same_image_serves_the_web_endpoint_and_scores_a_month_file(
+    podman, image, model_store, registry_url, tmp_path
+):
     """`serve` and `score` from the image, read-only as uid 10001, on the model the consumer scores with."""
     import pyarrow.parquet as pq
 
     suffix = uuid.uuid4().hex[:8]
     name = f"consumer-web-{suffix}"
     port = free_port()
-    model_env = {"MODEL_URI": model_store.uri, "MLFLOW_TRACKING_URI": model_store.tracking_uri}
+    model_env = {"MODEL_URI": model_store.uri, "MLFLOW_TRACKING_URI": registry_url}
     env = {**model_env, "SERVE_HOST": "127.0.0.1", "SERVE_PORT": str(port)}
     podman(*run_args(name, image, env, [str(model_store.store.directory)]), "serve")
     try:

@@ -67,6 +67,7 @@ def test_build_installs_the_default_lock_section_only_and_verifies_the_jars():
     assert "locked_requirements.py Pipfile.lock requirements.txt --section default" in build
     # From the develop section only the build tools of the project's own wheel, in a venv the image does not ship.
     assert "--section develop" not in build.replace("--section develop --only setuptools --only wheel", "")
+    assert "--section tools" not in build, "training's full MLflow and pandas stay out of the image"
     assert "--require-hashes" in build
     assert "scripts/install_kclpy.sh" in build
     assert "pip wheel" in build and "--no-build-isolation" in build, "the project is installed as a wheel"

@@ -82,6 +82,14 @@ class RecordProcessor:
         assert line.startswith("worker "), f"{line!r}; stderr:\n{self.stderr()}"
         return int(line.split()[1])
 
+    def catches(self, signum: int) -> bool:
+        """Whether the record processor has a handler for ``signum`` yet (its forwarding to the worker is installed
+        once the server has answered): /proc's caught-signals mask."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("SigCgt:"):
+                return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+        return False
+
     def tell(self, command: str) -> None:
         assert self.process.stdin is not None
         self.process.stdin.write(command + "\n")

@@ -2,7 +2,8 @@
 
 :class:`LauncherRun` starts this module as a program: the real CLI and launcher (settings, jar check, properties,
 metrics server, the daemon in its own process group, signal forwarding, exit status) with two stand-ins: the model
-step returns a prepared directory that holds only ``model.json`` (no MLflow), and JAVA_BIN is
+step (:func:`consumer.runtime.preparation.prepare_model`, replaced in the launcher) returns a prepared directory
+that holds only ``model.json`` (no MLflow, no child process), and JAVA_BIN is
 :mod:`tests.support.fake_daemon`. ``FAKE_KILL_MARGIN_SECONDS`` shortens the launcher's margin after the daemon's
 shutdown grace (``shutdownGraceMillis``, set through KCL_EXTRA_PROPERTIES).
 """
@@ -15,7 +16,6 @@ import signal
 import subprocess
 import sys
 import time
-import types
 from pathlib import Path
 
 from consumer.tools.paths import REPO_ROOT
@@ -158,13 +158,12 @@ class LauncherRun:
 def _main() -> int:
     """The launcher with the model step stubbed out; run by :class:`LauncherRun`."""
     prepared = Path(os.environ["FAKE_PREPARED_MODEL_DIR"])
-    stub = types.ModuleType("consumer.model.prepare")
-    stub.prepare = lambda model_uri, cache_dir, **_: prepared  # type: ignore[attr-defined]
-    sys.modules["consumer.model.prepare"] = stub
 
     from consumer.cli import main
     from consumer.runtime import launcher
+    from consumer.runtime.preparation import Prepared
 
+    launcher.prepare_model = lambda settings: Prepared(prepared, 0.0)
     launcher.KILL_MARGIN_SECONDS = float(os.environ["FAKE_KILL_MARGIN_SECONDS"])
     return main(["run"])
 

@@ -113,7 +113,8 @@ def streams(local_stack: LocalStack) -> Streams:
 
 
 def lease_table(stack: LocalStack, application: str) -> dict[str, dict[str, str]]:
-    """The daemon's lease table (named after the application): shard id -> {"owner", "checkpoint"}."""
+    """The daemon's lease table (named after the application): shard id -> {"owner", "checkpoint"}; empty until the
+    daemon has created the table."""
     dynamodb = boto3.client(
         "dynamodb",
         endpoint_url=stack.dynamodb_endpoint,
@@ -121,7 +122,10 @@ def lease_table(stack: LocalStack, application: str) -> dict[str, dict[str, str]
         aws_access_key_id="x",
         aws_secret_access_key="x",
     )
-    items = dynamodb.scan(TableName=application)["Items"]
+    try:
+        items = dynamodb.scan(TableName=application)["Items"]
+    except dynamodb.exceptions.ResourceNotFoundException:
+        return {}
     return {
         item["leaseKey"]["S"]: {
             "owner": item.get("leaseOwner", {}).get("S", ""),

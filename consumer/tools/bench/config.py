@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import platform
 import sys
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-__all__ = ["BenchConfig", "say"]
+__all__ = ["BenchConfig", "machine_facts", "say"]
 
 
 @dataclass(frozen=True)
@@ -56,3 +60,14 @@ class BenchConfig:
 def say(message: str) -> None:
     """A progress line on stderr (stdout gets the table)."""
     print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def machine_facts() -> dict[str, Any]:
+    """What a report says of the machine it ran on, taken when the run starts (the reports add the load after)."""
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "load_before": list(os.getloadavg()),
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }

@@ -4,19 +4,17 @@ printed. What each section measures is in its module (see the package's docstrin
 from __future__ import annotations
 
 import os
-import platform
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
 
 from consumer.tools.bench.batch import batch_section
-from consumer.tools.bench.config import BenchConfig, say
+from consumer.tools.bench.config import BenchConfig, machine_facts, say
 from consumer.tools.bench.daemon import daemon_section
 from consumer.tools.bench.lambda_baseline import lambda_section
 from consumer.tools.bench.model import bench_model, model_section
@@ -49,17 +47,7 @@ def run_bench(config: BenchConfig, *, trips: str | None = None, out: IO[str] | N
 
     started = time.perf_counter()
     config.work_dir.mkdir(parents=True, exist_ok=True)
-    report: dict[str, Any] = {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "load_before": list(os.getloadavg()),
-            "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "quick": config.quick,
-            "runs": config.runs,
-        }
-    }
+    report: dict[str, Any] = {"machine": {**machine_facts(), "quick": config.quick, "runs": config.runs}}
     rides = heldout_rides(trips or DEFAULT_TRIPS)
     model = bench_model(config, trips or DEFAULT_TRIPS)
     report["model"] = model_section(model, rides)

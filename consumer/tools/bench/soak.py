@@ -14,7 +14,6 @@ liveness probe is played every ``probe_every`` lifetimes, and every ``sample_eve
 from __future__ import annotations
 
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -22,13 +21,13 @@ import tempfile
 import time
 import urllib.request
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from consumer.tools.bench.config import say
+from consumer.tools.bench.config import machine_facts, say
 
 __all__ = ["SOAK_DOC", "SOAK_REPORT", "SoakConfig", "render_soak_doc", "run_soak", "write_soak_docs"]
 
@@ -133,13 +132,7 @@ def run_soak(config: SoakConfig, output: Path, work_dir: Path | None = None) -> 
     """Both modes, one after the other; the report written to ``output`` as JSON, and returned."""
     started = time.perf_counter()
     report: dict[str, Any] = {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "load_before": list(os.getloadavg()),
-            "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        },
+        "machine": machine_facts(),
         "config": asdict(config),
     }
     with tempfile.TemporaryDirectory(prefix="consumer-soak-", dir=work_dir) as temporary:
