@@ -5,6 +5,9 @@
 #                   installed in editable mode (pip install -e .: `consumer`, `record_processor`, `ride-consumer`)
 #   amazon-kclpy    the official release Pipfile.lock pins, from its hash-checked sdist, without jars
 #                   (scripts/install_kclpy.sh)
+#   Java runtime    the daemon's Java, cut with jlink to the modules of scripts/jre-modules.txt from a JDK 17's
+#                   jmods (scripts/build_jre.sh, as the image build does) into .venv/share/kcl-jre (JAVA_BIN's
+#                   default); the JDK (openjdk-17-jdk-headless) is installed with apt when running as root
 #   KCL jars        the daemon's jars of properties/kcl-jars.lock, downloaded from Maven Central (or
 #                   $KCL_MAVEN_REPOSITORY) and verified by SHA-256 into .venv/share/kcl-jars (KCL_JAR_DIR's default);
 #                   verified downloads are kept in .cache/kcl-jars, so a rebuilt .venv needs no network for them
@@ -53,15 +56,27 @@ elif ! "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null; then
     missing+=("Python venv support: $PYTHON lacks the venv/ensurepip modules. Debian 12: 'apt-get install python3.11-venv'")
 fi
 
-if ! command -v java >/dev/null 2>&1; then
-    missing+=("Java >= 17: no java on PATH (the KCL MultiLangDaemon runs on it). Debian 12: 'apt-get install openjdk-17-jre-headless'")
-else
-    java_version=$(java -version 2>&1 | sed -n 's/.*version "\([^"]*\)".*/\1/p' | head -1)
-    java_major=${java_version%%.*}
-    [ "$java_major" = 1 ] && java_major=$(cut -d. -f2 <<<"$java_version")
-    if ! [ "${java_major:-0}" -ge 17 ] 2>/dev/null; then
-        missing+=("Java >= 17: found java '$java_version' at $(command -v java). Debian 12: 'apt-get install openjdk-17-jre-headless' and put it first on PATH")
-    fi
+# A JDK 17+ with its jmods: the daemon runs on a runtime linked from them (scripts/build_jre.sh). Installed with apt
+# when running as root on Debian/Ubuntu (CI is), as the image's build stage does.
+jdk_home() {
+    if [ -n "${JDK_HOME:-}" ]; then echo "$JDK_HOME"; return; fi
+    command -v jlink >/dev/null 2>&1 && dirname "$(dirname "$(readlink -f "$(command -v jlink)")")"
+}
+JDK=$(jdk_home || true)
+if { [ -z "$JDK" ] || [ ! -f "$JDK/jmods/java.base.jmod" ]; } && [ -z "${JDK_HOME:-}" ] && [ "$(id -u)" = 0 ] &&
+    command -v apt-get >/dev/null 2>&1; then
+    log "installing Debian's JDK 17 with its jmods (apt-get install openjdk-17-jdk-headless)"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openjdk-17-jdk-headless >/dev/null
+    JDK=$(jdk_home || true)
+fi
+java_version=$(sed -n 's/^JAVA_VERSION="\(.*\)"$/\1/p' "${JDK:-/nonexistent}/release" 2>/dev/null || true)
+if [ -z "$JDK" ]; then
+    missing+=("JDK >= 17 with its jmods: no jlink on PATH and no JDK_HOME (the daemon's Java runtime is linked from it). Debian 12: 'apt-get install openjdk-17-jdk-headless'")
+elif [ ! -f "$JDK/jmods/java.base.jmod" ]; then
+    missing+=("JDK >= 17 with its jmods: $JDK has no jmods/java.base.jmod. Debian 12: 'apt-get install openjdk-17-jdk-headless'; or set JDK_HOME to a JDK that has them")
+elif ! [ "${java_version%%.*}" -ge 17 ] 2>/dev/null; then
+    missing+=("JDK >= 17: $JDK is Java '$java_version'. Debian 12: 'apt-get install openjdk-17-jdk-headless'; or set JDK_HOME")
 fi
 
 if ! command -v node >/dev/null 2>&1; then
@@ -85,7 +100,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     printf '  - %s\n' "${missing[@]}" >&2
     exit 1
 fi
-log "prerequisites: $("$PYTHON" --version 2>&1) ($PYTHON), java $java_version, node $(node --version), npm $(npm --version)"
+log "prerequisites: $("$PYTHON" --version 2>&1) ($PYTHON), JDK $java_version ($JDK), node $(node --version), npm $(npm --version)"
 
 hash_of() { cat "$@" | sha256sum | cut -d' ' -f1; }
 
@@ -134,6 +149,12 @@ fi
 # and verified; a jar that does not verify stops the setup, naming it.
 "$VPY" -m consumer.runtime.jarfetch --cache "$CACHE/kcl-jars" ||
     die "the KCL jars could not be installed (above); KCL_MAVEN_REPOSITORY names another Maven repository"
+
+# ---------------------------------------------------------------------------------- Java runtime
+# The daemon's runtime, cut to the modules of scripts/jre-modules.txt (JAVA_BIN's default): the image links the same
+# one. Skipped while the module list, the script and the JDK are unchanged.
+JDK_HOME=$JDK bash scripts/build_jre.sh "$VENV/share/kcl-jre" ||
+    die "the daemon's Java runtime could not be linked (above)"
 
 # ------------------------------------------------------------------------------------- emulators
 node_key=$(hash_of package.json package-lock.json)

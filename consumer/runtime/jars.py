@@ -19,7 +19,7 @@ from pathlib import Path
 from consumer.errors import DaemonSetupError
 from consumer.runtime.resources import JAR_LOCK
 
-__all__ = ["JarLock", "JarPin", "default_jar_dir", "file_sha256", "read_lock", "verify_jars"]
+__all__ = ["JarLock", "JarPin", "default_jar_dir", "default_java_bin", "file_sha256", "read_lock", "verify_jars"]
 
 _HEADER = re.compile(r"^#\s*([a-z0-9-]+):\s*(\S+)\s*$")
 _PIN = re.compile(r"^([\w.-]+):([\w.-]+):([\w.+-]+)\s+([0-9a-f]{64})$")
@@ -97,6 +97,12 @@ def default_jar_dir() -> Path:
     """``<environment>/share/kcl-jars``: next to the Python environment that runs the launcher (``.venv`` in a
     checkout, ``/opt/venv`` in the image), where ``make setup`` and the image build install the jars."""
     return Path(sys.prefix) / "share" / "kcl-jars"
+
+
+def default_java_bin() -> Path:
+    """``<environment>/share/kcl-jre/bin/java``: the Java runtime cut to the daemon's modules (jlink over
+    scripts/jre-modules.txt), which ``make setup`` and the image build link next to the jars."""
+    return Path(sys.prefix) / "share" / "kcl-jre" / "bin" / "java"
 
 
 def file_sha256(path: Path) -> str:

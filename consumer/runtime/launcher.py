@@ -60,7 +60,10 @@ def prepare_daemon(
     ``jar_lock`` is the packaged lock unless a development tool runs another KCL version."""
     log = get_logger()
     if shutil.which(settings.java_bin) is None:
-        raise DaemonSetupError(f"JAVA_BIN={settings.java_bin!r} is not an executable on PATH (a JRE 17+ is needed)")
+        raise DaemonSetupError(
+            f"JAVA_BIN={settings.java_bin!r} is not an executable (a Java 17+ runtime is needed: `make setup` links "
+            "the daemon's runtime into <environment>/share/kcl-jre, the default)"
+        )
     lock = jar_lock or read_lock()
     verified = verify_jars(settings.kcl_jar_dir, lock)
     log.info("kcl_jars_verified", jars=verified, directory=str(settings.kcl_jar_dir), kcl=lock.kcl_version)

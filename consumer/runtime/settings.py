@@ -21,7 +21,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from consumer.errors import SettingsError
 from consumer.model.trust import DEFAULT_TRUSTED_TYPES
-from consumer.runtime.jars import default_jar_dir
+from consumer.runtime.jars import default_jar_dir, default_java_bin
 from consumer.runtime.resources import PROPERTIES_TEMPLATE
 
 __all__ = [
@@ -162,7 +162,12 @@ class Settings(ModelSettings):
     )
 
     # --- The daemon.
-    java_bin: str = Field(default="java", min_length=1, description="The java executable for the daemon.")
+    java_bin: str = Field(
+        default_factory=lambda: str(default_java_bin()),
+        min_length=1,
+        description="The java executable for the daemon: by default the runtime cut to the daemon's modules that "
+        "`make setup` and the image build link into <environment>/share/kcl-jre; a path, or a name on PATH.",
+    )
     kcl_jar_dir: Path = Field(
         default_factory=default_jar_dir,
         description="The KCL jars, verified against the packaged lock at every start (installed by `make setup` "

@@ -9,16 +9,17 @@ from pathlib import Path
 
 import pytest
 
+from consumer.runtime.jars import default_java_bin
 from consumer.tools.harness import ConsumerProcess, consumer_env
 from tests.support.models import ModelStore, RegisteredModel, train_and_register
-from tests.support.requirements import require_tool
+from tests.support.requirements import require_file
 from tests.support.stack import Streams
 
 
 @pytest.fixture(scope="session")
 def registered_model(tmp_path_factory: pytest.TempPathFactory) -> RegisteredModel:
     """The seed's pipeline trained on 20,000 real trips (20 trees, to keep the suite fast), registered @production."""
-    require_tool("java", "the end-to-end tests need a JRE 17+ (see `make setup`)")
+    require_file(default_java_bin(), "the daemon's Java runtime: `make setup` links it (scripts/build_jre.sh)")
     return train_and_register(ModelStore.at(tmp_path_factory.mktemp("mlflow")), sample=20_000, n_estimators=20)
 
 

@@ -1,5 +1,6 @@
 import hashlib
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -114,6 +115,22 @@ def test_the_daemon_runs_on_the_jars_of_kcl_jar_dir(env, tmp_path):
     env.setenv("KCL_JAR_DIR", str(tmp_path / "jars"))
     command = daemon_command(load_settings(), tmp_path / "p.properties")
     assert command[command.index("-cp") + 1] == f"{tmp_path / 'jars'}/*"
+
+
+def test_the_daemon_runs_on_the_runtime_linked_next_to_the_environment_by_default(env, tmp_path):
+    from consumer.runtime.settings import load_settings
+
+    command = daemon_command(load_settings(), tmp_path / "p.properties")
+    assert command[0] == str(Path(sys.prefix) / "share" / "kcl-jre" / "bin" / "java")
+
+
+def test_a_java_bin_that_is_not_an_executable_stops_start_up_naming_the_setting(env, tmp_path):
+    from consumer.runtime.launcher import prepare_daemon
+    from consumer.runtime.settings import load_settings
+
+    env.setenv("JAVA_BIN", str(tmp_path / "no-java"))
+    with pytest.raises(DaemonSetupError, match=r"JAVA_BIN='.*no-java' is not an executable"):
+        prepare_daemon(load_settings())
 
 
 def test_the_template_names_credentials_the_way_kcl_2_7_reads_them():
