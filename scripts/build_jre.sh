@@ -7,7 +7,8 @@
 # openjdk-17-jdk-headless carries them). The runtime keeps the JDK's own CA store (lib/security/cacerts of the
 # java.base jmod), which holds the roots AWS endpoints chain to (Amazon Root CA 1-4, Starfield).
 #
-# Idempotent: DEST/.build-stamp records the module list, this script and the JDK's version; while they are the same
+# With --strip-debug --no-man-pages --no-header-files --compress=2, and the native libraries stripped when strip
+# (binutils) is there. Idempotent: DEST/.build-stamp records the module list, this script and the JDK's version; while they are the same
 # the runtime is left as it is. Usage: bash scripts/build_jre.sh DEST
 set -euo pipefail
 
@@ -43,6 +44,13 @@ rm -rf "$DEST"
 mkdir -p "$(dirname "$DEST")"
 "$JDK/bin/jlink" --module-path "$JDK/jmods" --add-modules "$modules" \
     --strip-debug --no-man-pages --no-header-files --compress=2 --output "$DEST"
+# Debian's native libraries keep their symbol tables (libjvm.so: about a sixth of its size); the dynamic symbols
+# that the JVM and its error reports use stay.
+if command -v strip >/dev/null 2>&1; then
+    strip --strip-unneeded "$DEST"/lib/server/*.so "$DEST"/lib/*.so
+else
+    log "no strip on PATH (binutils): the native libraries keep their symbol tables"
+fi
 # Each listed module is in (with the modules they require, which jlink adds).
 linked=$("$DEST/bin/java" --list-modules | sed 's/@.*//')
 for module in ${modules//,/ }; do
