@@ -82,6 +82,28 @@ def test_build_downloads_the_locked_jars_where_the_launcher_looks_and_checks_the
     assert "KCL_JAR_DIR" not in env(), "the launcher's default is where the build put them"
 
 
+def stages() -> list[str]:
+    """The Dockerfile's stages, each from its FROM line (continuation lines joined)."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    return ["FROM" + part for part in re.split(r"^FROM", text, flags=re.MULTILINE)[1:]]
+
+
+def test_the_daemon_runs_on_the_runtime_the_build_links_as_make_setup_does_and_no_jre_package():
+    build, runtime = stages()
+    # The same script and module list as `make setup`, into the folder of JAVA_BIN's default for /opt/venv's python.
+    assert "bash scripts/build_jre.sh /opt/venv/share/kcl-jre" in build
+    assert "openjdk-17-jdk-headless" in build
+    assert "openjdk" not in runtime and "jre" not in runtime.replace("/opt/venv/share/kcl-jre", "")
+    assert "COPY --from=build /opt/venv /opt/venv" in runtime
+    assert "JAVA_BIN" not in env(), "the launcher's default is where the build put it"
+
+
+def test_the_build_slims_the_environment_after_pip_check():
+    build = stages()[0]
+    assert build.index("pip check") < build.index("scripts/slim_venv.py /opt/venv")
+    assert "--no-compile" in build, "slim_venv.py byte-compiles only what the commands import"
+
+
 def test_no_credentials_model_or_ca_bundle_is_copied_into_the_image():
     sources = [argument.split()[:-1] for argument in instructions("COPY") if not argument.startswith("--from")]
     copied = {source for group in sources for source in group}
@@ -90,6 +112,9 @@ def test_no_credentials_model_or_ca_bundle_is_copied_into_the_image():
         "pyproject.toml",
         "scripts/locked_requirements.py",
         "scripts/install_kclpy.sh",
+        "scripts/jre-modules.txt",
+        "scripts/build_jre.sh",
+        "scripts/slim_venv.py",
         "record_processor.py",
         "properties/",
         "consumer/",
@@ -108,6 +133,9 @@ def test_dockerignore_admits_only_what_the_dockerfile_copies():
         "pyproject.toml",
         "scripts/locked_requirements.py",
         "scripts/install_kclpy.sh",
+        "scripts/jre-modules.txt",
+        "scripts/build_jre.sh",
+        "scripts/slim_venv.py",
         "properties/",
         "record_processor.py",
         "consumer/",
