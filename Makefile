@@ -26,6 +26,12 @@ test-faults: setup
 container-test: setup
 	bash scripts/container_test.sh $(PYTEST_ARGS)
 
+## container-docs: docs/container.md and docs/container.json from the container test's figures (CONTAINER_JSON,
+## default .local/container/figures.json, which `make container-test` writes)
+.PHONY: container-docs
+container-docs: setup
+	$(PY) -m consumer.tools.containerdocs $(or $(CONTAINER_JSON),.local/container/figures.json)
+
 ## demo: the end-to-end demo (state in .local/)
 demo: setup
 	$(PY) -m consumer demo

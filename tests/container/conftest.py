@@ -8,20 +8,26 @@ podman, then runs ``pytest -m container``; ``make test`` leaves the tier out. Wi
 skipped with the reason (a failure under ``CI=true``).
 
 Figures (build time, image size, memory per process, durations) are collected in :data:`FIGURES` and printed at
-the end of the session; nothing asserts on them.
+the end of the session, and the same in :data:`REPORT`, written to ``.local/container/figures.json`` (the
+``CONTAINER_FIGURES`` variable names another file) when the session measured the image and the running pod:
+``make container-docs`` renders docs/container.md from it, each goal beside its figure. Nothing asserts on them.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from consumer.tools.bench.config import machine_facts
+from consumer.tools.paths import LOCAL_DIR
 from tests.support.models import ModelStore, RegisteredModel, train_and_register
 from tests.support.requirements import require_file, require_tool
 from tests.support.tracking import tracking_server
@@ -29,10 +35,32 @@ from tests.support.tracking import tracking_server
 REPO = Path(__file__).resolve().parents[2]
 PODMAN_ENV_FILE = REPO / ".cache" / "container" / "env"
 IMAGE = "localhost/ride-duration-consumer:test"
+#: The stand-in for the Dockerfile's base image that scripts/container_setup.sh makes.
+BASE_IMAGE = "docker.io/library/python:3.11-slim-bookworm"
 #: Where a TLS-intercepting proxy's CA bundle sits on this kind of machine; passed to `podman build` as a secret.
 CA_BUNDLE_CANDIDATES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt")
 
 FIGURES: dict[str, str] = {}
+#: The same figures as numbers, for docs/container.md (consumer/tools/containerdocs.py reads this shape).
+REPORT: dict[str, Any] = {"machine": machine_facts()}
+#: What a report needs to be written: the image's figures and the running pod's.
+REPORT_PARTS = ("image", "pod")
+
+
+def report_path() -> Path:
+    return Path(os.environ.get("CONTAINER_FIGURES") or LOCAL_DIR / "container" / "figures.json")
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if not all(part in REPORT for part in REPORT_PARTS):
+        return
+    REPORT["machine"]["load_after"] = list(os.getloadavg())
+    if "CONTAINER_SETUP_SECONDS" in os.environ:
+        REPORT["setup_seconds"] = int(os.environ["CONTAINER_SETUP_SECONDS"])
+    path = report_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(REPORT, indent=2) + "\n")
+    FIGURES["report (make container-docs renders it)"] = str(path)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -96,10 +124,55 @@ def image(podman: Podman, tmp_path_factory: pytest.TempPathFactory) -> str:
     log.write_text(result.stdout + result.stderr)
     if result.returncode != 0:
         pytest.fail(f"podman build failed ({result.returncode}); log {log}:\n{result.stderr[-4000:]}", pytrace=False)
-    FIGURES["image build (podman, this run's cache)"] = f"{time.monotonic() - started:.0f} s"
-    size = int(podman("image", "inspect", "--format", "{{.Size}}", IMAGE).stdout.strip())
-    FIGURES["image size (on the stand-in base)"] = f"{size / 1e6:.0f} MB"
+    build_seconds = time.monotonic() - started
+    FIGURES["image build (podman, this run's cache)"] = f"{build_seconds:.0f} s"
+    size = image_size(podman, IMAGE)
+    base = image_size(podman, BASE_IMAGE)
+    FIGURES["image size (on the stand-in base)"] = f"{size / 1e6:.0f} MB (the base: {base / 1e6:.0f} MB)"
+    REPORT["image"] = {
+        "size_mb": round(size / 1e6),
+        "base": BASE_IMAGE,
+        "base_size_mb": round(base / 1e6),
+        "build_seconds": round(build_seconds),
+        "parts_mb": image_parts(podman, IMAGE),
+        "base_parts_mb": folder_sizes(podman, BASE_IMAGE, BASE_EXTRAS),
+    }
     return IMAGE
+
+
+def image_size(podman: Podman, image: str) -> int:
+    return int(podman("image", "inspect", "--format", "{{.Size}}", image).stdout.strip())
+
+
+#: Where the image's own size goes: folders whose size the report shows, and how many of the largest Python
+#: packages it lists.
+IMAGE_FOLDERS = ("/opt/venv/lib/python3.11/site-packages", "/opt/venv/share/kcl-jre", "/opt/venv/share/kcl-jars")
+LARGEST_PACKAGES = 12
+
+
+#: What the stand-in base holds and the upstream python:3.11-slim-bookworm leaves out (its apt configuration drops
+#: apt's caches, documentation, manual pages and locales): the base's size is not the upstream one.
+BASE_EXTRAS = ("/var/cache/apt", "/usr/share/doc", "/usr/share/man", "/usr/share/locale")
+
+
+def image_parts(podman: Podman, image: str) -> dict[str, int]:
+    """MB (du, rounded) of IMAGE_FOLDERS and of the largest folders of site-packages, measured inside the image."""
+    script = f"du -sm {' '.join(IMAGE_FOLDERS)} && du -sm {IMAGE_FOLDERS[0]}/* | sort -rn | head -{LARGEST_PACKAGES}"
+    return _du(podman, image, script)
+
+
+def folder_sizes(podman: Podman, image: str, folders: tuple[str, ...]) -> dict[str, int]:
+    """MB (du, rounded) of each of ``folders`` inside ``image``."""
+    return _du(podman, image, f"du -sm {' '.join(folders)}")
+
+
+def _du(podman: Podman, image: str, script: str) -> dict[str, int]:
+    result = podman("run", "--rm", "--network=none", "--entrypoint", "/bin/sh", image, "-c", script)
+    parts: dict[str, int] = {}
+    for line in result.stdout.splitlines():
+        size, path = line.split(None, 1)
+        parts.setdefault(path, int(size))
+    return parts
 
 
 @pytest.fixture(scope="session")

@@ -20,14 +20,16 @@ from consumer.tools.localstack import free_port
 from consumer.tools.paths import DEFAULT_TRIPS
 from consumer.tools.replay import put_payloads, replay
 from consumer.tools.tail import read_all
-from tests.container.conftest import FIGURES
+from tests.container.conftest import FIGURES, REPORT
 from tests.support.probes import http_get, json_lines
-from tests.support.stack import lease_table
+from tests.support.stack import Streams, lease_table
 
 UID = 10001
 #: The writable paths of the image (see the Dockerfile); everything else is read-only.
 WRITABLE = ("/tmp", "/var/lib/consumer/model", "/var/lib/consumer/prometheus")
 STOP_TIMEOUT = 60  # > shutdownGraceMillis (20 s) + one batch; podman kills after it (the exit status shows it)
+#: The input stream's shards, all leased by the one container: the pod's memory is measured at this many.
+SHARDS = 3
 
 
 def run_args(name: str, image: str, env: dict[str, str], read_only_mounts: list[str]) -> list[str]:
@@ -65,8 +67,9 @@ def test_image_without_settings_stops_naming_the_missing_variable(podman, image)
 
 
 def test_container_scores_rides_read_only_as_uid_10001_and_drains_on_podman_stop(
-    podman, image, model_store, registry_url, local_stack, streams, trips_file, tmp_path
+    podman, image, model_store, registry_url, local_stack, trips_file, tmp_path
 ):
+    streams = Streams.create(local_stack, input_shards=SHARDS)
     suffix = uuid.uuid4().hex[:8]
     kinesis = local_stack.kinesis_client()
     application = f"container-{suffix}"
@@ -92,6 +95,17 @@ def test_container_scores_rides_read_only_as_uid_10001_and_drains_on_podman_stop
     started = time.monotonic()
     podman(*run_args(name, image, env, [str(model_store.store.directory)]))
     try:
+        ready = wait_for(
+            lambda: (
+                http_get(f"http://127.0.0.1:{metrics_port}/readyz")[0] == 200
+                or podman("inspect", "--format", "{{.State.Running}}", name).stdout.strip() != "true"
+            ),
+            timeout=240,
+            interval=0.5,
+        )
+        ready_seconds = time.monotonic() - started
+        assert ready, f"the container never became ready; log:\n{podman('logs', name, check=False).stderr[-6000:]}"
+        FIGURES["start -> ready (/readyz 200)"] = f"{ready_seconds:.0f} s"
         outputs = wait_for(
             lambda: (
                 len(read_all(kinesis, streams.predictions, timeout=1))
@@ -110,11 +124,30 @@ def test_container_scores_rides_read_only_as_uid_10001_and_drains_on_podman_stop
         assert sorted(item.event["prediction"]["ride_id"] for item in predictions) == sorted(first.ground_truth)
         assert {item.event["version"] for item in predictions} == {model_store.version}
         assert len(dead_letters) == len(POISON_RECORDS)
-        FIGURES["start -> every record of the first wave out"] = f"{time.monotonic() - started:.0f} s"
+        first_wave_seconds = time.monotonic() - started
+        FIGURES["start -> every record of the first wave out"] = f"{first_wave_seconds:.0f} s"
 
+        # The memory at SHARDS leased shards: every lease held by this container, a processor running for each.
+        leases = lease_table(local_stack, application)
+        assert len(leases) == SHARDS and {lease["owner"] for lease in leases.values()} == {name}, leases
         processes = container_processes(podman, name)
         assert {process.uids().real for process in processes} == {UID}
-        FIGURES.update(memory_figures(processes, memory_cgroup(processes[0].pid)))
+        memory = memory_by_role(processes)
+        assert len(memory["record_processor"]) == SHARDS, memory
+        cgroup = memory_cgroup(processes[0].pid)
+        FIGURES.update(memory_figures(memory, cgroup))
+        REPORT["pod"] = {
+            "shards": SHARDS,
+            "start_to_ready_seconds": round(ready_seconds, 1),
+            "start_to_first_wave_out_seconds": round(first_wave_seconds, 1),
+            "records_in_first_wave": expected,
+            "memory_mib": {
+                role: [[round(rss, 1), round(pss, 1)] for rss, pss in values] for role, values in memory.items()
+            },
+            "launcher_rss_mib": round(memory["launcher"][0][0], 1),
+            "pss_sum_mib": round(sum(pss for values in memory.values() for _, pss in values), 1),
+            **cgroup_memory(cgroup),
+        }
 
         status, health = http_get(f"http://127.0.0.1:{metrics_port}/healthz")
         assert status == 200, health
@@ -145,6 +178,8 @@ def test_container_scores_rides_read_only_as_uid_10001_and_drains_on_podman_stop
         stopping = time.monotonic()
         podman("stop", "--time", str(STOP_TIMEOUT), name, check=False, timeout=STOP_TIMEOUT + 30)
         FIGURES["podman stop (drain)"] = f"{time.monotonic() - stopping:.1f} s"
+        if "pod" in REPORT:
+            REPORT["pod"]["stop_seconds"] = round(time.monotonic() - stopping, 1)
         state = json.loads(podman("inspect", name).stdout)[0]["State"]
         logs = podman("logs", name, check=False).stderr
         podman("rm", "--force", name, check=False)
@@ -186,29 +221,43 @@ def role(process: psutil.Process) -> str:
     return program
 
 
-def memory_figures(processes: list[psutil.Process], cgroup: Path | None) -> dict[str, str]:
-    """RSS and PSS (shared pages split between the processes that map them) per process role, and the container's
-    memory cgroup: the working set (what the kubelet compares with the limit) and the peak."""
+def memory_by_role(processes: list[psutil.Process]) -> dict[str, list[tuple[float, float]]]:
+    """RSS and PSS in MiB (PSS: shared pages split between the processes that map them) of each process, by role."""
     by_role: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for process in processes:
         memory = process.memory_full_info()
         by_role[role(process)].append((memory.rss / 2**20, memory.pss / 2**20))
+    return dict(sorted(by_role.items()))
+
+
+def memory_figures(by_role: dict[str, list[tuple[float, float]]], cgroup: Path | None) -> dict[str, str]:
+    """The per-role memory, its PSS sum and the container's memory cgroup, as summary lines."""
     figures = {
         f"memory {name} (x{len(values)})": "RSS "
         + " / ".join(f"{rss:.0f}" for rss, _ in values)
         + " MiB, PSS "
         + " / ".join(f"{pss:.0f}" for _, pss in values)
         + " MiB"
-        for name, values in sorted(by_role.items())
+        for name, values in by_role.items()
     }
     figures["memory container, PSS sum"] = f"{sum(pss for values in by_role.values() for _, pss in values):.0f} MiB"
-    if cgroup is not None:
-        stat = dict(line.split() for line in (cgroup / "memory.stat").read_text().splitlines())
-        usage = int((cgroup / "memory.usage_in_bytes").read_text())
-        working_set = usage - int(stat.get("total_inactive_file", 0))
-        peak = int((cgroup / "memory.max_usage_in_bytes").read_text())
-        figures["memory container cgroup, working set / peak"] = f"{working_set / 2**20:.0f} / {peak / 2**20:.0f} MiB"
+    usage = cgroup_memory(cgroup)
+    if usage:
+        figures["memory container cgroup, working set / peak"] = (
+            f"{usage['cgroup_working_set_mib']:.0f} / {usage['cgroup_peak_mib']:.0f} MiB"
+        )
     return figures
+
+
+def cgroup_memory(cgroup: Path | None) -> dict[str, float]:
+    """The container's memory cgroup: the working set (what the kubelet compares with the limit) and the peak, MiB."""
+    if cgroup is None:
+        return {}
+    stat = dict(line.split() for line in (cgroup / "memory.stat").read_text().splitlines())
+    usage = int((cgroup / "memory.usage_in_bytes").read_text())
+    working_set = usage - int(stat.get("total_inactive_file", 0))
+    peak = int((cgroup / "memory.max_usage_in_bytes").read_text())
+    return {"cgroup_working_set_mib": round(working_set / 2**20, 1), "cgroup_peak_mib": round(peak / 2**20, 1)}
 
 
 def memory_cgroup(pid: int) -> Path | None:
