@@ -42,9 +42,10 @@ what that report renders (consumer/tools/containerdocs.py). -->
 
 What the shipped image weighs and what its pod uses, measured by the container test (`make container-test`,
 [deploying.md](deploying.md#the-container-test)): the real Dockerfile built with podman on the stand-in for
-`python:3.11-slim-bookworm` that `scripts/container_setup.sh` makes from Debian 12's packages (larger than the
-upstream image, whose apt configuration leaves out apt's caches, documentation and locales: the image's own layers
-are the figure to carry over to the upstream base), then run read-only as uid 10001 against the emulators, every
+`python:3.11-slim-bookworm` that `scripts/container_setup.sh` makes from Debian 12's packages, configured as
+Debian's slim images are (dpkg installs no documentation, manual pages or translations; apt keeps no caches). It is
+not the upstream image (Debian's Python in /usr rather than CPython in /usr/local): the image's own layers are the
+figure to carry over to the upstream base. The image is then run read-only as uid 10001 against the emulators, every
 shard of the input stream leased by the one container.
 **Figures depend on the machine and on what else runs on it**; the run's machine and load are at the end, and the
 whole report is [container.json](container.json).
@@ -119,7 +120,8 @@ def _image_rows(report: dict[str, Any]) -> list[str]:
         shown = ", ".join(f"`{path}` {size:,}" for path, size in extras.items())
         lines += [
             "",
-            f"Of the stand-in base, {sum(extras.values()):,} MB is what the upstream image leaves out ({shown} MB).",
+            f"Of the stand-in base, {sum(extras.values()):,} MB sits in the folders the slim configuration keeps "
+            f"nearly empty ({shown} MB).",
         ]
     return lines
 

@@ -150,8 +150,8 @@ IMAGE_FOLDERS = ("/opt/venv/lib/python3.11/site-packages", "/opt/venv/share/kcl-
 LARGEST_PACKAGES = 12
 
 
-#: What the stand-in base holds and the upstream python:3.11-slim-bookworm leaves out (its apt configuration drops
-#: apt's caches, documentation, manual pages and locales): the base's size is not the upstream one.
+#: The folders Debian's slim configuration keeps nearly empty (apt's caches, documentation, manual pages, locales),
+#: measured in the stand-in base to show it is configured as the upstream one is (scripts/container_setup.sh).
 BASE_EXTRAS = ("/var/cache/apt", "/usr/share/doc", "/usr/share/man", "/usr/share/locale")
 
 
