@@ -73,7 +73,8 @@ RUN --mount=type=secret,id=pip_cert \
  && /opt/venv/bin/python -m consumer.runtime.jarfetch --dest /opt/venv/share/kcl-jars
 
 # ---------------------------------------------------------------------------------------------------- runtime
-# bookworm, not the newer Debian of python:3.11-slim: Debian 13 has no openjdk-17 package.
+# bookworm, as the build stage whose JDK 17 linked the Java runtime (Debian 13 has no openjdk-17 package), so the
+# runtime finds the C library it was built against.
 FROM python:3.11-slim-bookworm
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
