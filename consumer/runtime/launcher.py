@@ -22,6 +22,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 
 import structlog
 
@@ -54,10 +55,15 @@ DEADLINE_MARGIN_SECONDS = 30.0
 
 
 def prepare_daemon(
-    settings: Settings, *, state: LauncherState | None = None, jar_lock: JarLock | None = None
+    settings: Settings,
+    *,
+    state: LauncherState | None = None,
+    jar_lock: JarLock | None = None,
+    interrupt: Callable[[], None] | None = None,
 ) -> tuple[list[str], dict[str, str]]:
     """Everything before the daemon starts; returns its command and environment. ``state`` learns the model;
-    ``jar_lock`` is the packaged lock unless a development tool runs another KCL version."""
+    ``jar_lock`` is the packaged lock unless a development tool runs another KCL version; ``interrupt`` is polled
+    while the model is prepared (:func:`~consumer.runtime.preparation.prepare_model`)."""
     log = get_logger()
     if shutil.which(settings.java_bin) is None:
         raise DaemonSetupError(
@@ -81,7 +87,7 @@ def prepare_daemon(
     properties.write_text(rendered)
     log.info("properties_rendered", path=str(properties))
 
-    prepared, seconds = prepare_model(settings)
+    prepared, seconds = prepare_model(settings, interrupt=interrupt)
     metadata = read_metadata(prepared)
     structlog.contextvars.bind_contextvars(model_version=str(metadata["version"]))  # on every later launcher line
     if state is not None:
@@ -165,7 +171,7 @@ def run(settings: Settings, *, jar_lock: JarLock | None = None) -> int:
 
 
 def _run(settings: Settings, state: LauncherState, stop: StopSignals, jar_lock: JarLock | None) -> int:
-    command, env = prepare_daemon(settings, state=state, jar_lock=jar_lock)
+    command, env = prepare_daemon(settings, state=state, jar_lock=jar_lock, interrupt=stop.check)
     fork_server = _start_fork_server(settings, env)
     try:
         return _run_daemon(settings, state, stop, command, env)

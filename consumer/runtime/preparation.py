@@ -26,6 +26,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -50,14 +51,24 @@ class Prepared(NamedTuple):
     seconds: float
 
 
-def prepare_model(settings: ModelSettings) -> Prepared:
+#: How often the wait for the child calls ``interrupt`` (seconds).
+_POLL_SECONDS = 0.2
+
+
+def prepare_model(settings: ModelSettings, *, interrupt: Callable[[], None] | None = None) -> Prepared:
     """Prepare ``settings.model_uri`` in ``settings.model_cache_dir`` in a child process; a prepared one is reused.
     Logs ``model_preparing`` and ``model_prepared``; raises :class:`consumer.errors.ModelError` with the child's
-    message (it names the URI, and the setting when one decides)."""
+    message (it names the URI, and the setting when one decides).
+
+    ``interrupt`` is called a few times a second while the child runs; whatever it raises ends the wait, and the
+    child is killed. The launcher passes its stop check: a stop signal's handler raises in the launcher, but Python
+    swallows an exception raised while it runs its at-fork hooks (the signal landing as the child is forked), so the
+    wait asks again instead of trusting that the exception arrived."""
     log = get_logger()
     log.info("model_preparing", model_uri=settings.model_uri)
     started = time.perf_counter()
-    answer = _run_child(settings.model_dump_json(include=_REQUEST_FIELDS).encode(), settings.model_uri)
+    request = settings.model_dump_json(include=_REQUEST_FIELDS).encode()
+    answer = _run_child(request, settings.model_uri, interrupt or (lambda: None))
     seconds = time.perf_counter() - started
     path = Path(answer["path"])
     log.info(
@@ -70,7 +81,7 @@ def prepare_model(settings: ModelSettings) -> Prepared:
     return Prepared(path, seconds)
 
 
-def _run_child(request: bytes, model_uri: str) -> dict[str, Any]:
+def _run_child(request: bytes, model_uri: str, interrupt: Callable[[], None]) -> dict[str, Any]:
     process = subprocess.Popen(
         [sys.executable, "-m", __name__],
         stdin=subprocess.PIPE,
@@ -80,7 +91,7 @@ def _run_child(request: bytes, model_uri: str) -> dict[str, Any]:
         preexec_fn=tied_to_this_process(signal.SIGKILL),  # only prctl and getppid run in the child
     )
     try:
-        out, _ = process.communicate(request)
+        out = _wait(process, request, interrupt)
     finally:
         if process.poll() is None:  # the caller stopped waiting (a stop signal raised in it): the child goes too
             process.kill()
@@ -91,6 +102,18 @@ def _run_child(request: bytes, model_uri: str) -> dict[str, Any]:
     if isinstance(answer.get("error"), str):
         raise ModelError(answer["error"])
     raise ModelError(f"{model_uri}: the model preparation process {_ended(process.returncode)} without an answer")
+
+
+def _wait(process: subprocess.Popen[bytes], request: bytes, interrupt: Callable[[], None]) -> bytes:
+    """Write the request, read the child's stdout to its end, calling ``interrupt`` every _POLL_SECONDS."""
+    pending: bytes | None = request
+    while True:
+        interrupt()
+        try:
+            out, _ = process.communicate(pending, timeout=_POLL_SECONDS)
+            return out
+        except subprocess.TimeoutExpired:
+            pending = None  # a retry resumes writing the request where the last call stopped
 
 
 def _answer(out: bytes) -> dict[str, Any]:

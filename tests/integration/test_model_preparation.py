@@ -71,6 +71,24 @@ with StopSignals():
         print("stopped during the preparation", flush=True)
 """
 
+#: As STOPPABLE, with the stop signal landing as the preparation process is forked: its handler runs in an at-fork
+#: hook, where Python reports the StopRequested it raises as "Exception ignored" instead of raising it.
+STOPPED_AT_THE_FORK = """
+import os, signal, time
+from consumer.runtime.logs import configure_logging
+from consumer.runtime.preparation import prepare_model
+from consumer.runtime.settings import ModelSettings
+from consumer.runtime.supervision import StopRequested, StopSignals
+
+configure_logging()
+with StopSignals() as stop:
+    os.register_at_fork(after_in_parent=lambda: (os.kill(os.getpid(), signal.SIGTERM), time.sleep(0.5)))
+    try:
+        prepare_model(ModelSettings(), interrupt=stop.check)
+    except StopRequested:
+        print("stopped during the preparation", flush=True)
+"""
+
 
 def model_env(trained: RegisteredModel, cache_dir: Path, **more: str) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith(("MODEL_", "ALLOW_PICKLE", "AWS_"))}
@@ -197,6 +215,27 @@ def test_a_stop_during_the_preparation_ends_the_preparation_process(silent_regis
         if caller.poll() is None:
             caller.kill()
             caller.wait()
+
+
+def test_a_stop_whose_exception_python_swallowed_at_the_fork_still_ends_the_preparation(silent_registry, tmp_path):
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("MODEL_", "MLFLOW_"))}
+    env.update(MLFLOW_TRACKING_URI=silent_registry, MODEL_URI="models:/ride-duration@production")
+    env.update(MODEL_CACHE_DIR=str(tmp_path / "cache"), MLFLOW_DISABLE_TELEMETRY="true")
+    caller = subprocess.Popen(
+        [sys.executable, "-c", STOPPED_AT_THE_FORK],
+        env=env,
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        out, err = caller.communicate(timeout=120)  # the registry never answers: only the stop ends the wait
+    finally:
+        if caller.poll() is None:
+            caller.kill()
+            caller.wait()
+    assert "Exception ignored" in err.decode(), err.decode()[-3000:]  # the signal did land in the at-fork hook
+    assert (caller.returncode, out.decode()) == (0, "stopped during the preparation\n"), err.decode()[-3000:]
 
 
 def test_the_preparation_process_needs_only_the_images_packages(trained_skops, tmp_path):

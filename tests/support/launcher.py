@@ -163,7 +163,7 @@ def _main() -> int:
     from consumer.runtime import launcher
     from consumer.runtime.preparation import Prepared
 
-    launcher.prepare_model = lambda settings: Prepared(prepared, 0.0)
+    launcher.prepare_model = lambda settings, **_: Prepared(prepared, 0.0)
     launcher.KILL_MARGIN_SECONDS = float(os.environ["FAKE_KILL_MARGIN_SECONDS"])
     return main(["run"])
 
