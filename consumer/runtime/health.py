@@ -76,6 +76,7 @@ class LauncherState:
         self.model_published_at: float | None = None
         self.model_refusals: dict[str, int] = {}
         self.model_refresh_failures = 0
+        self.alias_refused_version: str | None = None
 
     def model_prepared(self, info: PreparedModel, seconds: float) -> None:
         self.model = info
@@ -91,6 +92,10 @@ class LauncherState:
 
     def model_refresh_failed(self) -> None:
         self.model_refresh_failures += 1
+
+    def alias_refused(self, version: str | None) -> None:
+        """The alias points at ``version``, which this pod refused (None: at a version it serves or will)."""
+        self.alias_refused_version = version
 
     def daemon_started(self, process: Polled) -> None:
         """``process``: the daemon's subprocess.Popen (anything with ``poll()``)."""

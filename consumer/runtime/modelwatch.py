@@ -129,6 +129,7 @@ class WatchState(Protocol):
     def model_published(self, info: PreparedModel, seconds: float) -> None: ...
     def model_refused(self, version: str) -> None: ...
     def model_refresh_failed(self) -> None: ...
+    def alias_refused(self, version: str | None) -> None: ...
 
 
 class ModelWatch:
@@ -165,6 +166,7 @@ class ModelWatch:
             return
         if version != self.refused:
             self.refused = None  # the alias has moved since: a version refused before may be tried again later
+            self._state.alias_refused(None)
         if version in (self.serving, self.refused):
             return
         pinned = self._alias.pinned(version)
@@ -178,6 +180,7 @@ class ModelWatch:
             self.refused = version
             self._log.error("model_refused", version=version, reason=str(exc), serving=self.serving)
             self._state.model_refused(version)
+            self._state.alias_refused(version)
             return
         publish(self._pointer, prepared)
         previous, self.serving = self.serving, version

@@ -284,9 +284,11 @@ def test_a_version_that_fails_preparation_is_refused_counted_and_tried_again_onl
     assert state.model_refusals == {"2": 1}
     assert target(pointer).name == "ride-duration-1"  # version 1 keeps serving
     assert state.model is not None and state.model["version"] == "1"
+    assert state.alias_refused_version == "2"  # what the alert reads, while the alias stays there
 
     registry.version = "1"  # rolled back
     watch.check()
+    assert state.alias_refused_version is None
     registry.version = "2"  # and promoted again: tried again
     watch.check()
     assert preparation.asked == ["models:/ride-duration/2", "models:/ride-duration/2"]
