@@ -140,11 +140,11 @@ def _prepare(request: str) -> dict[str, str]:
     resolve_only = bool(fields.pop("resolve_only", False))
     settings = ModelSettings.model_validate(fields)
     configure_logging(settings.log_level, component=COMPONENT)
-    from consumer.model.prepare import prepare  # MLflow, scikit-learn: in this process only
-
     try:
         if resolve_only:
             return {"version": _resolved_version(settings.model_uri, settings.model_cache_dir)}
+        from consumer.model.prepare import prepare  # MLflow, scikit-learn: in this process only
+
         path = prepare(
             settings.model_uri,
             settings.model_cache_dir,
@@ -162,7 +162,7 @@ def _prepare(request: str) -> dict[str, str]:
 def _resolved_version(model_uri: str, cache_dir: Path) -> str:
     import tempfile
 
-    from consumer.model.resolve import resolve
+    from consumer.model.resolve import resolve  # MLflow alone: nothing of scikit-learn for a question
 
     cache_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".resolve-", dir=cache_dir) as peek:
