@@ -357,3 +357,34 @@ def test_the_pointer_is_replaced_by_rename_and_never_removed(tmp_path, monkeypat
     publish(pointer, prepared_dir(tmp_path, "2"))
     assert str(pointer) not in removed
     assert target(pointer).name == "ride-duration-2"
+
+
+def test_the_predicted_durations_histogram_counts_a_batch_exactly_as_observing_each_ride_would():
+    from prometheus_client import Histogram
+
+    from consumer.pipeline.meter import PREDICTION_BUCKETS
+
+    durations = [0.5, 2.0, 2.0000001, 7.5, 15.0, 59.9, 60.0, 89.0, 90.0, 240.0, 12.25, 12.25]
+    bulk_registry, each_registry = CollectorRegistry(), CollectorRegistry()
+    ShardMetrics.create(bulk_registry).for_shard(SHARD).predicted("2", durations)
+    each = Histogram(
+        "ride_consumer_predicted_duration_minutes",
+        "reference",
+        ["version"],
+        buckets=PREDICTION_BUCKETS,
+        registry=each_registry,
+    )
+    for duration in durations:
+        each.labels("2").observe(duration)
+
+    def samples(registry: CollectorRegistry) -> dict[tuple[str, tuple], float]:
+        return {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for metric in registry.collect()
+            if metric.name == "ride_consumer_predicted_duration_minutes"
+            for sample in metric.samples
+            if not sample.name.endswith("_created")
+        }
+
+    assert samples(bulk_registry) == samples(each_registry)
+    assert samples(bulk_registry)[("ride_consumer_predicted_duration_minutes_count", (("version", "2"),))] == 12
