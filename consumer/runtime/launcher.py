@@ -39,7 +39,7 @@ from consumer.runtime.forkserver import start as start_fork_server
 from consumer.runtime.health import HealthServer, LauncherState
 from consumer.runtime.jars import jar_dir, verify_jars
 from consumer.runtime.logs import get_logger
-from consumer.runtime.modelwatch import start_watch
+from consumer.runtime.modelwatch import start_watch, watched_alias
 from consumer.runtime.preparation import prepare_model
 from consumer.runtime.settings import Settings
 from consumer.runtime.supervision import (
@@ -81,7 +81,9 @@ def prepare_daemon(settings: Settings, *, state: LauncherState | None = None) ->
 
     prepared, seconds = prepare_model(settings)
     metadata = read_metadata(prepared)
-    structlog.contextvars.bind_contextvars(model_version=str(metadata["version"]))  # on every later launcher line
+    if watched_alias(settings.model_uri) is None or settings.model_refresh_seconds == 0:
+        # The version is the pod's for life: on every later launcher line. A followed alias's lines name theirs.
+        structlog.contextvars.bind_contextvars(model_version=str(metadata["version"]))
     if state is not None:
         state.model_prepared(
             {
