@@ -242,12 +242,12 @@ def layout() -> dashboard.Dashboard:
         .with_panel(
             series(
                 "Switches and refusals",
-                "Shards switching version per second, and the versions behind the alias a pod refused (failed "
-                "preparation: the previous version keeps serving; the RideConsumerModelRefused alert).",
+                "Shards switching version per second, and 1 for a pod whose alias points at a version it refused "
+                "(failed preparation: the previous version keeps serving; the RideConsumerModelRefused alert).",
                 "short",
                 [
                     query(rate(f"{m}model_switches_total"), "switches/s", "A"),
-                    query(f"count by (version) ({m}model_alias_refused_info{{{POD}}})", "refused {{version}}", "B"),
+                    query(f"max by (instance) ({m}model_alias_refused{{{POD}}})", "refusing: {{instance}}", "B"),
                 ],
                 width=8,
             )

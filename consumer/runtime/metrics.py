@@ -121,14 +121,11 @@ def _model_watch(facts: LauncherFacts) -> Iterator[Metric]:
     for version, count in sorted(facts.model_refusals.items()):
         refused.add_metric([version], count)
     yield refused
-    refusing = GaugeMetricFamily(
-        f"{PREFIX}_model_alias_refused_info",
-        "1 while MODEL_URI's alias points at a version this pod refused (the version served before stays).",
-        labels=["version"],
+    yield GaugeMetricFamily(
+        f"{PREFIX}_model_alias_refused",
+        "1 while MODEL_URI's alias points at a version this pod refused (the version served before stays), else 0.",
+        value=int(facts.alias_refused_version is not None),
     )
-    if facts.alias_refused_version is not None:
-        refusing.add_metric([facts.alias_refused_version], 1)
-    yield refusing
     yield CounterMetricFamily(
         f"{PREFIX}_model_refresh_failures",
         "Times the launcher could not ask the registry which version MODEL_URI's alias points to.",

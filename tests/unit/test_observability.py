@@ -40,6 +40,7 @@ def test_the_launcher_reports_the_model_the_daemon_and_readiness(tmp_path):
     state = LauncherState(tmp_path, clock=lambda: 1_800_000_000.0)
     before = launcher_metrics(state)
     assert before == {  # no model info before it exists
+        "ride_consumer_model_alias_refused": 0.0,
         "ride_consumer_model_refresh_failures_total": 0.0,
         "ride_consumer_daemon_up": 0.0,
         "ride_consumer_ready": 0.0,
