@@ -201,7 +201,11 @@ def _run_daemon(
     assert daemon.stderr is not None
     output = DaemonOutput(daemon.stderr, sys.stderr.buffer, state.daemon_initialized_now).start()
     get_logger().info(
-        "daemon_started", pid=daemon.pid, worker_id=settings.kcl_worker_id, stream=settings.input_stream_name
+        "daemon_started",
+        pid=daemon.pid,
+        worker_id=settings.kcl_worker_id,
+        stream=settings.input_stream_name,
+        model_version=state.model["version"] if state.model is not None else None,  # the version it starts on
     )
     try:
         status = supervise(daemon, stop, deadline_after_stop=grace + KILL_MARGIN_SECONDS)
