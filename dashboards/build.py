@@ -210,6 +210,48 @@ def layout() -> dashboard.Dashboard:
                 width=8,
             )
         )
+        # --- Model versions: a promotion or a rollback as it happens ------------------------------------------
+        .with_row(dashboard.Row("Model versions"))
+        .with_panel(
+            series(
+                "Predicted duration by model version",
+                "Median and 90th percentile of the predicted ride durations, per model version: a new version's "
+                "predictions beside the old one's, so a promotion that predicts very differently shows at once.",
+                "m",
+                [
+                    query(
+                        f"histogram_quantile({q}, sum by (le, version) "
+                        f"(rate({m}predicted_duration_minutes_bucket{{{POD}}}[$__rate_interval])))",
+                        f"p{int(q * 100)} version {{{{version}}}}",
+                        ref,
+                    )
+                    for q, ref in ((0.5, "A"), (0.9, "B"))
+                ],
+                width=8,
+            )
+        )
+        .with_panel(
+            series(
+                "Shards per model version",
+                "How many shards score with each version: during a promotion every shard moves at its next batch.",
+                "short",
+                [query(f"count by (version) ({m}shard_model_info{{{POD}}} == 1)", "version {{version}}")],
+                width=8,
+            )
+        )
+        .with_panel(
+            series(
+                "Switches and refusals",
+                "Shards switching version per second, and 1 for a pod whose alias points at a version it refused "
+                "(failed preparation: the previous version keeps serving; the RideConsumerModelRefused alert).",
+                "short",
+                [
+                    query(rate(f"{m}model_switches_total"), "switches/s", "A"),
+                    query(f"max by (instance) ({m}model_alias_refused{{{POD}}})", "refusing: {{instance}}", "B"),
+                ],
+                width=8,
+            )
+        )
         # --- Checkpoints, leases, model, daemon --------------------------------------------------------------
         .with_row(dashboard.Row("Checkpoints, leases and health"))
         .with_panel(

@@ -10,7 +10,9 @@ process that has exited are removed, so its lag and lease vanish with it.
 
 from __future__ import annotations
 
+import bisect
 import collections
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -38,6 +40,8 @@ BATCH_SIZE_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 SCORING_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 #: One Sink.put or one whole batch: PutRecords round trips, plus backoff when entries are retried.
 IO_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+#: Predicted ride durations, minutes: a new model version's distribution beside the old one's.
+PREDICTION_BUCKETS = (2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 15.0, 20.0, 25.0, 30.0, 40.0, 50.0, 60.0, 90.0)
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,10 @@ class ShardMetrics:
     newest_record_timestamp: Gauge
     leases_held: Gauge
     busy_since: Gauge
+    shard_model: Gauge
+    model_switched_at: Gauge
+    model_switches: Counter
+    predicted_duration: Histogram
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> ShardMetrics:
@@ -192,6 +200,34 @@ class ShardMetrics:
                 multiprocess_mode="livemax",
                 registry=registry,
             ),
+            shard_model=Gauge(
+                name("shard_model_info"),
+                "The model version a shard's processor scores with (1), and the versions it scored with before (0).",
+                [*shard, "version"],
+                multiprocess_mode="livemax",
+                registry=registry,
+            ),
+            model_switched_at=Gauge(
+                name("shard_model_switch_timestamp_seconds"),
+                "When the shard's processor took up the version it scores with (at its start, or at the batch "
+                "boundary where it switched), in Unix seconds.",
+                shard,
+                multiprocess_mode="livemax",
+                registry=registry,
+            ),
+            model_switches=Counter(
+                name("model_switches"),
+                "Times a shard's processor switched to another model version at a batch boundary.",
+                shard,
+                registry=registry,
+            ),
+            predicted_duration=Histogram(
+                name("predicted_duration_minutes"),
+                "Predicted ride durations, by the model version that scored them: a new version beside the old.",
+                ["version"],
+                buckets=PREDICTION_BUCKETS,
+                registry=registry,
+            ),
         )
 
     def for_shard(self, shard_id: str, *, clock: Callable[[], float] = time.time) -> ShardMeter:
@@ -224,6 +260,33 @@ class ShardMeter:
             m.put_failures.labels(sink)
             m.put_entries_retried.labels(sink)
         m.leases_held.labels(shard).set(1)
+
+    def model_taken_up(self, version: str, previous: str | None = None) -> None:
+        """The processor scores with ``version`` from now on (``previous``: the one it replaces at a switch)."""
+        m, shard = self.metrics, self.shard_id
+        if previous is not None:
+            m.shard_model.labels(shard, previous).set(0)
+            m.model_switches.labels(shard).inc()
+        else:
+            m.model_switches.labels(shard)
+        m.shard_model.labels(shard, version).set(1)
+        m.model_switched_at.labels(shard).set(self.clock())
+
+    def predicted(self, version: str, durations: Iterable[float]) -> None:
+        """The durations of one batch's predictions, scored by ``version``: one increment per bucket, not per ride.
+
+        ``Histogram.observe`` writes the sum and a bucket for every value (two locked writes to the multiprocess
+        file each); a batch of a thousand rides would pay that a thousand times. The buckets are counted here and
+        each written once, through the same value objects ``observe`` writes (``tests/unit/test_model_follow.py``
+        checks the result against ``observe``'s)."""
+        values = list(durations)
+        if not values:
+            return
+        child = self.metrics.predicted_duration.labels(version)
+        bounds = child._upper_bounds
+        for index, count in collections.Counter(bisect.bisect_left(bounds, value) for value in values).items():
+            child._buckets[index].inc(count)
+        child._sum.inc(math.fsum(values))
 
     def lease_dropped(self) -> None:
         self.metrics.leases_held.labels(self.shard_id).set(0)

@@ -6,6 +6,9 @@ checkpointed at its last record, all within one deadline (:mod:`consumer.pipelin
 be completed (a sink or the checkpoint gave up, the deadline passed, the model is broken) stops this process with
 exit status 1: amazon_kclpy would otherwise swallow the exception and the daemon would hand over the next batch,
 losing this one. When the child exits the daemon stops too; the restart resumes from the last checkpoint.
+
+The model can change while the processor runs (the launcher follows a registry alias): ``model_updates`` is asked
+before each batch, so a whole batch is scored by one version and its events carry that version.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from consumer.pipeline.sink import Sink
 __all__ = [
     "InitializeInput",
     "LeaseLostInput",
+    "ModelUpdates",
     "ProcessRecordsInput",
     "RideProcessor",
     "ShardEndedInput",
@@ -71,6 +75,10 @@ class ShutdownRequestedInput(Protocol):
     def checkpointer(self) -> Checkpointer: ...
 
 
+#: Asked at every batch boundary: a new model and its version when the one to score with has changed, else None.
+ModelUpdates = Callable[[], tuple[Model, str] | None]
+
+
 class RideProcessor(RecordProcessorBase):  # type: ignore[misc]  # amazon_kclpy ships no type hints
     """Scores the rides of one shard. Dependencies are passed in, so the protocol can be driven by tests."""
 
@@ -90,9 +98,11 @@ class RideProcessor(RecordProcessorBase):  # type: ignore[misc]  # amazon_kclpy 
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         metrics: ShardMetrics | None = None,
+        model_updates: ModelUpdates | None = None,
     ) -> None:
         self._model = model
         self._version = model_version
+        self._model_updates = model_updates
         self._predictions = predictions
         self._dead_letters = dead_letters
         self._input_stream = input_stream
@@ -117,6 +127,7 @@ class RideProcessor(RecordProcessorBase):  # type: ignore[misc]  # amazon_kclpy 
         structlog.contextvars.bind_contextvars(shard_id=self._shard_id, model_version=self._version)
         self._meter = self._metrics.for_shard(self._shard_id, clock=self._clock)
         self._meter.lease_gained()
+        self._meter.model_taken_up(self._version)
         self._log.info(
             "shard_initialized",
             sequence_number=initialize_input.sequence_number,
@@ -175,6 +186,7 @@ class RideProcessor(RecordProcessorBase):  # type: ignore[misc]  # amazon_kclpy 
     def _process_batch(self, records: Sequence[KclRecord], checkpointer: Checkpointer) -> None:
         if not records:
             return
+        self._follow_model()
         deadline = Deadline(self._batch_deadline, clock=self._monotonic)
         started = time.perf_counter()
         accepted, rejected = decode_records(records, self._shard_id)
@@ -196,6 +208,7 @@ class RideProcessor(RecordProcessorBase):  # type: ignore[misc]  # amazon_kclpy 
             last_sequence_number=last[0],
         )
         newest = max(record.timestamp_millis for record in records)
+        self._meter.predicted(self._version, (item.duration for item in scored))
         if self._test_run:
             log.info("batch_scored_dry_run", predicted=len(scored), dead_lettered=len(encoded.dead_letters))
             self._meter.batch_done(
@@ -229,6 +242,19 @@ class RideProcessor(RecordProcessorBase):  # type: ignore[misc]  # amazon_kclpy 
             stale=len(stale),
             seconds=round(seconds, 4),
         )
+
+    def _follow_model(self) -> None:
+        """Between two batches: take up the model the launcher published last, if it changed."""
+        update = self._model_updates() if self._model_updates is not None else None
+        if update is None:
+            return
+        previous = self._version
+        self._model, self._version = update
+        if self._version == previous:
+            return
+        structlog.contextvars.bind_contextvars(model_version=self._version)
+        self._meter.model_taken_up(self._version, previous)
+        self._log.info("model_switched", previous_version=previous)
 
     def _checkpoint(
         self,

@@ -16,6 +16,11 @@ unfinishable batch still stops the daemon). A worker dies with the server (paren
 kills a worker whose record processor is gone, or could not be told which worker is its own; the server exits
 when the launcher does, even one killed by SIGKILL (parent-death signal). Without a server the
 record processor runs the shard itself (the plain path).
+
+The model: PREPARED_MODEL_DIR is the launcher's pointer (:mod:`consumer.model.current`). The server looks at it
+between requests (at least once a second) and, when the launcher has published another version, loads that one
+and freezes it again, so the workers forked from then on share it; the workers already running switch themselves
+at their next batch boundary.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from typing import NoReturn, cast
 
 from structlog.typing import FilteringBoundLogger
 
+from consumer.model.current import Follower
 from consumer.runtime.forkclient import FORWARDED_SIGNALS
 from consumer.runtime.process import die_with_parent, tied_to_this_process
 
@@ -128,9 +134,10 @@ def _ready_line(process: subprocess.Popen[bytes], timeout: float) -> bytes:
 class _Server:
     """Accepts record processors on a Unix socket, forks a worker for each, reports each worker's end."""
 
-    def __init__(self, listener: socket.socket, log: FilteringBoundLogger) -> None:
+    def __init__(self, listener: socket.socket, log: FilteringBoundLogger, follower: Follower | None = None) -> None:
         self._listener = listener
         self._log = log
+        self._follower = follower
         self._selector = selectors.DefaultSelector()
         self._clients: dict[int, socket.socket] = {}  # worker pid -> its record processor's connection
         self._stopping = False
@@ -156,10 +163,21 @@ class _Server:
                     # Registered in _accept: a record processor's connection, with its worker's pid.
                     self._client_readable(cast(socket.socket, key.fileobj), key.data)
             self._reap()
+            self._follow_model()
             if os.getppid() != parent:
                 self._log.warning("fork_server_orphaned", parent=parent)
                 break
         self._shutdown()
+
+    def _follow_model(self) -> None:
+        """Load the version the launcher published, if it changed, for the workers forked from now on."""
+        scorer = self._follower.check() if self._follower is not None else None
+        if scorer is None:
+            return
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
+        self._log.info("fork_server_model_reloaded", version=scorer.info.version, model_path=scorer.path)
 
     def _stop(self, signum: int, _frame: object) -> None:
         self._stopping = True
@@ -322,8 +340,8 @@ def _flush() -> None:
             stream.flush()
 
 
-def _prepare() -> FilteringBoundLogger:
-    """Import everything a shard imports, load the model once, warm boto3; return the logger."""
+def _prepare() -> tuple[FilteringBoundLogger, Follower | None]:
+    """Import everything a shard imports, load the model once, warm boto3; return the logger and the model."""
     from consumer.model import scorer as scoring
     from consumer.runtime import shard
     from consumer.runtime.logs import configure_logging, get_logger
@@ -334,9 +352,9 @@ def _prepare() -> FilteringBoundLogger:
     log = get_logger()
     if settings.prepared_model_dir is None:
         raise RuntimeError("PREPARED_MODEL_DIR is not set (the launcher sets it)")
-    scorer = scoring.preload(settings.prepared_model_dir)
+    follower = Follower(settings.prepared_model_dir, load=scoring.preload)
     shard.sink_client(settings)  # loads botocore's service model and endpoint rules once, for every worker
-    return log.bind(model_path=scorer.path)
+    return log, follower
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -347,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     path = Path(args[0])
     parent = os.getppid()
-    log = _prepare()
+    log, follower = _prepare()
     path.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
@@ -361,13 +379,14 @@ def main(argv: list[str] | None = None) -> int:
     listener.setblocking(False)
     gc.collect()
     gc.freeze()  # everything so far is shared with the workers: keep the collector off those pages
-    log.info("fork_server_ready", socket=str(path), pid=os.getpid())
+    model = {} if follower is None else {"version": follower.scorer.info.version, "model_path": follower.scorer.path}
+    log.info("fork_server_ready", socket=str(path), pid=os.getpid(), **model)
     os.write(1, _READY)
     null = os.open(os.devnull, os.O_WRONLY)
     os.dup2(null, 1)  # stdout was only for "ready"; the launcher has closed its end
     os.close(null)
     try:
-        _Server(listener, log).serve(parent)
+        _Server(listener, log, follower).serve(parent)
     finally:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()

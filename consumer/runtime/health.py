@@ -73,10 +73,29 @@ class LauncherState:
         self.daemon_started_at: float | None = None
         self.daemon_initialized = False
         self._daemon: Polled | None = None
+        self.model_published_at: float | None = None
+        self.model_refusals: dict[str, int] = {}
+        self.model_refresh_failures = 0
+        self.alias_refused_version: str | None = None
 
     def model_prepared(self, info: PreparedModel, seconds: float) -> None:
         self.model = info
         self.model_load_seconds = seconds
+        self.model_published_at = self.clock()
+
+    def model_published(self, info: PreparedModel, seconds: float) -> None:
+        """The model watch (consumer/runtime/modelwatch.py) has published another version."""
+        self.model_prepared(info, seconds)
+
+    def model_refused(self, version: str) -> None:
+        self.model_refusals = {**self.model_refusals, version: self.model_refusals.get(version, 0) + 1}
+
+    def model_refresh_failed(self) -> None:
+        self.model_refresh_failures += 1
+
+    def alias_refused(self, version: str | None) -> None:
+        """The alias points at ``version``, which this pod refused (None: at a version it serves or will)."""
+        self.alias_refused_version = version
 
     def daemon_started(self, process: Polled) -> None:
         """``process``: the daemon's subprocess.Popen (anything with ``poll()``)."""

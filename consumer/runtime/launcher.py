@@ -4,7 +4,9 @@
 2. verifies the KCL jars in KCL_JAR_DIR against the packaged lock (group:artifact:version and SHA-256);
 3. prepares the model once per pod, in a short-lived child process (consumer/runtime/preparation.py: resolve
    MODEL_URI with MLflow, download, write the lean artifact that the shard processes load without importing
-   MLflow), so that the launcher itself never imports MLflow or scikit-learn;
+   MLflow), so that the launcher itself never imports MLflow or scikit-learn, and publishes it in the work
+   directory's pointer (consumer/model/current.py), which PREPARED_MODEL_DIR names; when MODEL_URI names an
+   alias, it then follows the alias (consumer/runtime/modelwatch.py) and publishes each new version there;
 4. renders the daemon's properties from the template (KCL_PROPERTIES_TEMPLATE) and the settings;
 5. starts the fork server and the MultiLangDaemon, and supervises the daemon (consumer/runtime/supervision.py):
    SIGTERM/SIGINT are taken before any of this starts; it exits 0 only when the daemon stopped because it was
@@ -23,10 +25,12 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import structlog
 
 from consumer.errors import DaemonSetupError
+from consumer.model.current import POINTER_NAME, publish
 from consumer.model.prepared import read_metadata, scoring_path
 from consumer.runtime.daemon import daemon_command, parse_properties, properties_overrides, render_properties
 from consumer.runtime.daemonlog import DaemonOutput
@@ -36,6 +40,7 @@ from consumer.runtime.forkserver import start as start_fork_server
 from consumer.runtime.health import HealthServer, LauncherState
 from consumer.runtime.jars import JarLock, read_lock, verify_jars
 from consumer.runtime.logs import get_logger
+from consumer.runtime.modelwatch import start_watch, watched_alias
 from consumer.runtime.preparation import prepare_model
 from consumer.runtime.settings import Settings
 from consumer.runtime.supervision import (
@@ -89,7 +94,9 @@ def prepare_daemon(
 
     prepared, seconds = prepare_model(settings, interrupt=interrupt)
     metadata = read_metadata(prepared)
-    structlog.contextvars.bind_contextvars(model_version=str(metadata["version"]))  # on every later launcher line
+    if watched_alias(settings.model_uri) is None or settings.model_refresh_seconds == 0:
+        # The version is the pod's for life: on every later launcher line. A followed alias's lines name theirs.
+        structlog.contextvars.bind_contextvars(model_version=str(metadata["version"]))
     if state is not None:
         state.model_prepared(
             {
@@ -101,8 +108,10 @@ def prepare_daemon(
             seconds,
         )
 
+    pointer = settings.consumer_work_dir / POINTER_NAME
+    publish(pointer, prepared)
     env = dict(os.environ)
-    env["PREPARED_MODEL_DIR"] = str(prepared)
+    env["PREPARED_MODEL_DIR"] = str(pointer)
     # Set before any shard process starts, so prometheus_client is in multiprocess mode from its first import.
     env["PROMETHEUS_MULTIPROC_DIR"] = str(settings.prometheus_multiproc_dir)
     return daemon_command(settings, properties), env
@@ -173,9 +182,19 @@ def run(settings: Settings, *, jar_lock: JarLock | None = None) -> int:
 def _run(settings: Settings, state: LauncherState, stop: StopSignals, jar_lock: JarLock | None) -> int:
     command, env = prepare_daemon(settings, state=state, jar_lock=jar_lock, interrupt=stop.check)
     fork_server = _start_fork_server(settings, env)
+    assert state.model is not None
+    watch = start_watch(
+        settings,
+        serving=state.model["version"],
+        pointer=Path(env["PREPARED_MODEL_DIR"]),
+        state=state,
+        environ=env,
+    )
     try:
         return _run_daemon(settings, state, stop, command, env)
     finally:
+        if watch is not None:
+            watch.stop()
         if fork_server is not None:
             fork_server.stop()  # after the daemon: every record processor, and so every worker, has ended
 
@@ -195,7 +214,11 @@ def _run_daemon(
     assert daemon.stderr is not None
     output = DaemonOutput(daemon.stderr, sys.stderr.buffer, state.daemon_initialized_now).start()
     get_logger().info(
-        "daemon_started", pid=daemon.pid, worker_id=settings.kcl_worker_id, stream=settings.input_stream_name
+        "daemon_started",
+        pid=daemon.pid,
+        worker_id=settings.kcl_worker_id,
+        stream=settings.input_stream_name,
+        model_version=state.model["version"] if state.model is not None else None,  # the version it starts on
     )
     try:
         status = supervise(daemon, stop, deadline_after_stop=grace + KILL_MARGIN_SECONDS)

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import NotRequired, Protocol, TypedDict
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from consumer.pipeline.meter import BUSY_SINCE, PREFIX
@@ -43,6 +43,14 @@ class LauncherFacts(Protocol):
     def model(self) -> PreparedModel | None: ...
     @property
     def model_load_seconds(self) -> float | None: ...
+    @property
+    def model_published_at(self) -> float | None: ...
+    @property
+    def model_refusals(self) -> dict[str, int]: ...
+    @property
+    def model_refresh_failures(self) -> int: ...
+    @property
+    def alias_refused_version(self) -> str | None: ...
     @property
     def daemon_started_at(self) -> float | None: ...
     def daemon_running(self) -> bool: ...
@@ -80,6 +88,7 @@ class LauncherCollector(Collector):
                 "How long the launcher took to resolve, download, verify and prepare the model.",
                 value=facts.model_load_seconds,
             )
+        yield from _model_watch(facts)
         yield GaugeMetricFamily(
             f"{PREFIX}_daemon_up", "1 while the KCL MultiLangDaemon runs.", value=1 if facts.daemon_running() else 0
         )
@@ -94,6 +103,34 @@ class LauncherCollector(Collector):
             "1 when /readyz answers 200: model prepared, daemon initialised.",
             value=int(facts.ready()),
         )
+
+
+def _model_watch(facts: LauncherFacts) -> Iterator[Metric]:
+    """What the launcher's watch of the registry alias did (consumer/runtime/modelwatch.py)."""
+    if facts.model_published_at is not None:
+        yield GaugeMetricFamily(
+            f"{PREFIX}_model_published_timestamp_seconds",
+            "When the launcher published the model version it serves (at start-up, or after the alias moved).",
+            value=facts.model_published_at,
+        )
+    refused = CounterMetricFamily(
+        f"{PREFIX}_model_refused",
+        "Versions behind MODEL_URI's alias that failed their preparation and were not served, by version.",
+        labels=["version"],
+    )
+    for version, count in sorted(facts.model_refusals.items()):
+        refused.add_metric([version], count)
+    yield refused
+    yield GaugeMetricFamily(
+        f"{PREFIX}_model_alias_refused",
+        "1 while MODEL_URI's alias points at a version this pod refused (the version served before stays), else 0.",
+        value=int(facts.alias_refused_version is not None),
+    )
+    yield CounterMetricFamily(
+        f"{PREFIX}_model_refresh_failures",
+        "Times the launcher could not ask the registry which version MODEL_URI's alias points to.",
+        value=facts.model_refresh_failures,
+    )
 
 
 def busy_processors(folder: MetricsFolder) -> dict[str, float]:

@@ -14,8 +14,13 @@ The child and its caller speak through three channels:
   the caller raises as :class:`~consumer.errors.ModelError`. Anything else the child's libraries print goes to
   stderr.
 
-The child dies with its caller (the parent-death signal, :mod:`consumer.runtime.process`) and is killed when its
-caller stops waiting for it (a stop signal during the launcher's start-up, an interrupt).
+:func:`resolve_version` runs the same child with ``"resolve_only": true`` in the request: it resolves MODEL_URI and
+answers ``{"version": ...}`` without downloading anything (the launcher's watch of a registry alias, for a registry
+it cannot ask over HTTP itself: :mod:`consumer.runtime.modelwatch`).
+
+The child dies with the thread that started it (the parent-death signal, :mod:`consumer.runtime.process`: the
+launcher's main thread at start-up, its model watch later) and is killed when its caller stops waiting for it (a
+stop signal during the launcher's start-up, an interrupt).
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from consumer.runtime.logs import configure_logging, get_logger
 from consumer.runtime.process import tied_to_this_process
 from consumer.runtime.settings import ModelSettings
 
-__all__ = ["COMPONENT", "Prepared", "main", "prepare_model"]
+__all__ = ["COMPONENT", "Prepared", "main", "prepare_model", "resolve_version"]
 
 #: The ``component`` of the child's log lines.
 COMPONENT = "model_preparation"
@@ -81,14 +86,22 @@ def prepare_model(settings: ModelSettings, *, interrupt: Callable[[], None] | No
     return Prepared(path, seconds)
 
 
-def _run_child(request: bytes, model_uri: str, interrupt: Callable[[], None]) -> dict[str, Any]:
+def resolve_version(settings: ModelSettings) -> str:
+    """The version ``settings.model_uri`` names now (an alias's current version), asked in a child process that
+    downloads nothing; :class:`consumer.errors.ModelError` when the registry cannot tell."""
+    request = json.loads(settings.model_dump_json(include=_REQUEST_FIELDS)) | {"resolve_only": True}
+    answer = _run_child(json.dumps(request).encode(), settings.model_uri, lambda: None, key="version")
+    return str(answer["version"])
+
+
+def _run_child(request: bytes, model_uri: str, interrupt: Callable[[], None], *, key: str = "path") -> dict[str, Any]:
     process = subprocess.Popen(
         [sys.executable, "-m", __name__],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         # Its own session: a terminal's Ctrl-C reaches the caller alone, which ends the child below.
         start_new_session=True,
-        preexec_fn=tied_to_this_process(signal.SIGKILL),  # only prctl and getppid run in the child
+        preexec_fn=tied_to_this_process(signal.SIGKILL, or_this_thread=True),  # only prctl and getppid run in it
     )
     try:
         out = _wait(process, request, interrupt)
@@ -97,7 +110,7 @@ def _run_child(request: bytes, model_uri: str, interrupt: Callable[[], None]) ->
             process.kill()
             process.wait()
     answer = _answer(out)
-    if process.returncode == 0 and isinstance(answer.get("path"), str):
+    if process.returncode == 0 and isinstance(answer.get(key), str):
         return answer
     if isinstance(answer.get("error"), str):
         raise ModelError(answer["error"])
@@ -142,15 +155,19 @@ def main() -> int:
     with os.fdopen(answer_fd, "w", encoding="utf-8") as channel:
         answer = _prepare(sys.stdin.read())
         channel.write(json.dumps(answer) + "\n")
-    return 0 if "path" in answer else 1
+    return 0 if "error" not in answer else 1
 
 
 def _prepare(request: str) -> dict[str, str]:
-    settings = ModelSettings.model_validate_json(request)
+    fields = json.loads(request)
+    resolve_only = bool(fields.pop("resolve_only", False))
+    settings = ModelSettings.model_validate(fields)
     configure_logging(settings.log_level, component=COMPONENT)
-    from consumer.model.prepare import prepare  # MLflow, scikit-learn: in this process only
-
     try:
+        if resolve_only:
+            return {"version": _resolved_version(settings.model_uri, settings.model_cache_dir)}
+        from consumer.model.prepare import prepare  # MLflow, scikit-learn: in this process only
+
         path = prepare(
             settings.model_uri,
             settings.model_cache_dir,
@@ -163,6 +180,19 @@ def _prepare(request: str) -> dict[str, str]:
     except Exception as exc:  # noqa: BLE001 - one nobody foresaw still reaches the caller; its traceback is logged
         get_logger().exception("model_preparation_failed", model_uri=settings.model_uri)
         return {"error": f"{settings.model_uri}: preparing the model failed: {type(exc).__name__}: {exc}"}
+
+
+def _resolved_version(model_uri: str, cache_dir: Path) -> str:
+    import tempfile
+
+    from consumer.model.resolve import resolve  # MLflow alone: nothing of scikit-learn for a question
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".resolve-", dir=cache_dir) as peek:
+        source = resolve(model_uri, Path(peek), tracking_uri=None, registry_uri=None)
+    if source.version is None:
+        raise ModelError(f"{model_uri}: names no version (a directory or bucket path is read by its content)")
+    return source.version
 
 
 if __name__ == "__main__":

@@ -40,13 +40,15 @@ def die_with_parent(signum: int = signal.SIGKILL) -> None:
         prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0)
 
 
-def tied_to_this_process(signum: int) -> Callable[[], None] | None:
+def tied_to_this_process(signum: int, *, or_this_thread: bool = False) -> Callable[[], None] | None:
     """A ``preexec_fn`` for ``subprocess.Popen`` that gives the child ``signum`` when this process dies; None when
     that cannot work here (not Linux, or not called from the main thread: the signal would come when the calling
-    thread ends). Everything is looked up before the fork: in the child of a threaded parent, the function only
-    calls ``prctl`` and ``getppid``, and kills the child at once if this process is already gone."""
+    thread ends). ``or_this_thread``: called from another thread, tie the child to that thread all the same (it
+    gets ``signum`` when the thread ends, or the process), for a thread that lives as long as its children must.
+    Everything is looked up before the fork: in the child of a threaded parent, the function only calls ``prctl``
+    and ``getppid``, and kills the child at once if this process is already gone."""
     prctl = _prctl()
-    if prctl is None or threading.current_thread() is not threading.main_thread():
+    if prctl is None or (threading.current_thread() is not threading.main_thread() and not or_this_thread):
         return None
     parent = os.getpid()
 

@@ -120,6 +120,15 @@ class Settings(ModelSettings):
         description="The daemon's CloudWatch metrics; default NONE with an endpoint override, else SUMMARY.",
     )
 
+    # --- Following the registry.
+    model_refresh_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        le=86_400,
+        description="When MODEL_URI names an alias (models:/name@alias), ask the registry this often which version "
+        "it points to and serve a new one without a restart; 0: never (the version found at start-up stays).",
+    )
+
     # --- Behaviour.
     test_run: bool = Field(default=False, description="Dry run: score and log, write nothing, never checkpoint.")
     put_max_attempts: int = Field(default=8, ge=1, le=30, description="PutRecords attempts before a shard stops.")

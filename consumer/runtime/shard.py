@@ -1,8 +1,9 @@
 """The shard process: what record_processor.py runs, once per leased shard, under the MultiLangDaemon.
 
 It wires the pieces (settings, logs, the prepared model, the two sinks) and hands stdin/stdout to amazon_kclpy's
-KCLProcess (:class:`GuardedKCLProcess`). stdout carries only the MultiLang protocol; every log line goes to stderr as
-JSON.
+KCLProcess (:class:`GuardedKCLProcess`). The model is the one PREPARED_MODEL_DIR names; when that is the launcher's pointer
+(:mod:`consumer.model.current`), the processor takes up the version published last at its next batch boundary.
+stdout carries only the MultiLang protocol; every log line goes to stderr as JSON.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from amazon_kclpy.kcl import KCLProcess
 from prometheus_client.multiprocess import mark_process_dead
 
 from consumer.errors import SettingsError
-from consumer.model.scorer import load_prepared
+from consumer.model.current import Follower
+from consumer.pipeline.batch import Model
 from consumer.pipeline.meter import ShardMetrics
-from consumer.pipeline.processor import RideProcessor
+from consumer.pipeline.processor import ModelUpdates, RideProcessor
 from consumer.pipeline.sink import KinesisSink, NullSink
 from consumer.runtime.aws import KinesisClient, kinesis_client
 from consumer.runtime.logs import configure_logging, get_logger
@@ -62,6 +64,14 @@ def sink_client(settings: Settings) -> KinesisClient:
     return kinesis_client(region=settings.aws_region, endpoint_url=str(endpoint) if endpoint else None, max_attempts=1)
 
 
+def _updates(follower: Follower) -> ModelUpdates:
+    def changed() -> tuple[Model, str] | None:
+        scorer = follower.check()
+        return None if scorer is None else (scorer, scorer.info.version)
+
+    return changed
+
+
 def main(stdin: TextIO | None = None, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
     err = stderr or sys.stderr
     try:
@@ -73,7 +83,8 @@ def main(stdin: TextIO | None = None, stdout: TextIO | None = None, stderr: Text
     if settings.prepared_model_dir is None:
         get_logger().error("no_prepared_model", hint="PREPARED_MODEL_DIR is set by `python -m consumer run`")
         return 2
-    scorer = load_prepared(settings.prepared_model_dir)
+    follower = Follower(settings.prepared_model_dir)
+    scorer = follower.scorer
     client = sink_client(settings)
     # The launcher put PROMETHEUS_MULTIPROC_DIR in our environment, so prometheus_client (imported with the
     # processor) writes every value to a file there. On exit this process's live gauges (lag, lease) go away.
@@ -104,6 +115,7 @@ def main(stdin: TextIO | None = None, stdout: TextIO | None = None, stderr: Text
         max_record_age_seconds=settings.max_record_age_seconds,
         batch_deadline_seconds=settings.batch_deadline_seconds,
         metrics=metrics,
+        model_updates=_updates(follower),
     )
     GuardedKCLProcess(processor, input_file=stdin or sys.stdin, output_file=stdout or sys.stdout, error_file=err).run()
     return 0

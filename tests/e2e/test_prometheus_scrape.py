@@ -187,7 +187,7 @@ def test_prometheus_sees_what_the_ledger_says(
         [info] = prometheus.query("ride_consumer_model_info")
         assert info["metric"]["version"] == registered_model.version
         rules = [rule for group in prometheus.api("rules")["groups"] for rule in group["rules"]]
-        assert len(rules) == 5 and all(rule["health"] == "ok" for rule in rules), rules
+        assert len(rules) == 6 and all(rule["health"] == "ok" for rule in rules), rules
         assert prometheus.query('ALERTS{alertstate="firing"}') == []
 
         # --- the dashboard against the real /metrics and Prometheus ------------------------------------------

@@ -7,6 +7,7 @@ writes, checkpoints and exit statuses are asserted for a record processor whose 
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import signal
@@ -20,14 +21,15 @@ import psutil
 import pytest
 
 from consumer.model.compile import compile_into
-from consumer.model.prepared import ModelInfo
+from consumer.model.current import publish
+from consumer.model.prepared import METADATA_FILE, ModelInfo
 from consumer.runtime.forkclient import SOCKET_VARIABLE
 from consumer.runtime.forkserver import ForkServer, start
 from consumer.tools.harness import wait_for
 from consumer.tools.multilang import MultiLangDriver
 from consumer.tools.paths import REPO_ROOT
 from tests.protocol.test_multilang import *  # noqa: F403 - the protocol tests, run again through the fork server
-from tests.protocol.test_multilang import initialize, process, record
+from tests.protocol.test_multilang import answer_checkpoint, initialize, process, record
 from tests.support.factories import ride_payload
 
 
@@ -275,3 +277,55 @@ def test_a_worker_holds_no_connection_to_the_server(start_processor, fork_server
     processor.send({"action": "leaseLost"})
     assert processor.receive() == {"action": "status", "responseFor": "leaseLost"}
     assert processor.exit_code() == 0
+
+
+def versioned_copy(compiled: Path, directory: Path, version: str) -> Path:
+    """``compiled`` as another version of the model (its model.json says ``version``)."""
+    directory.mkdir(parents=True)
+    for source in compiled.iterdir():
+        (directory / source.name).write_bytes(source.read_bytes())
+    metadata = json.loads((directory / METADATA_FILE).read_text())
+    (directory / METADATA_FILE).write_text(json.dumps({**metadata, "version": version}))
+    return directory
+
+
+def test_after_a_publication_a_running_worker_switches_at_its_next_batch_and_new_workers_share_the_new_version(
+    processor_env, compiled_model, fork_servers, tmp_path
+):
+    pointer = tmp_path / "model-current"
+    publish(pointer, versioned_copy(compiled_model, tmp_path / "v1", "1"))
+    env = {**processor_env, "PREPARED_MODEL_DIR": str(pointer)}
+    server = start(env, tmp_path / "server")
+    fork_servers.append(server)
+    running = MultiLangDriver(env, fork_server=server, cwd=REPO_ROOT)
+    initialize(running)
+
+    def batch(processor: MultiLangDriver, sequence: int) -> None:
+        process(processor, [record(ride_payload(sequence), sequence)])
+        answer_checkpoint(processor)
+        assert processor.receive() == {"action": "status", "responseFor": "processRecords"}
+
+    batch(running, 1)
+    publish(pointer, versioned_copy(compiled_model, tmp_path / "v2", "2"))
+    batch(running, 2)
+
+    def batches_done() -> list[dict[str, Any]] | None:
+        done = [event for event in running.log_events() if event.get("event") == "batch_done"]
+        return done if len(done) == 2 else None  # its stderr is read in the background
+
+    done = wait_for(batches_done, timeout=30, interval=0.1)
+    assert done is not None, running.stderr
+    assert [event["model_version"] for event in done] == ["1", "2"]
+    [switched] = [event for event in running.log_events() if event.get("event") == "model_switched"]
+    assert (switched["previous_version"], switched["model_version"]) == ("1", "2")
+
+    def preloaded_for_a_new_worker() -> dict[str, Any] | None:
+        """A new worker's model_loaded line once the server has reloaded (it looks between requests)."""
+        fresh = MultiLangDriver(env, fork_server=server, cwd=REPO_ROOT)
+        initialize(fresh)
+        assert fresh.close() == 0
+        loaded = [event for event in fresh.log_events() if event.get("event") == "model_loaded"]
+        return loaded[0] if loaded and (loaded[0]["why"], loaded[0]["version"]) == ("preloaded", "2") else None
+
+    assert wait_for(preloaded_for_a_new_worker, timeout=60, interval=0.5)
+    assert running.close() == 0

@@ -144,7 +144,7 @@ def _main() -> int:
 
     def prepare() -> Any:
         configure_logging("DEBUG", component="fork_server")
-        return get_logger()
+        return get_logger(), None  # no model to follow
 
     forkserver._prepare = prepare
     return forkserver.main(sys.argv[1:])

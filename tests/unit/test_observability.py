@@ -39,7 +39,12 @@ def launcher_metrics(state: LauncherState) -> dict[str, float]:
 def test_the_launcher_reports_the_model_the_daemon_and_readiness(tmp_path):
     state = LauncherState(tmp_path, clock=lambda: 1_800_000_000.0)
     before = launcher_metrics(state)
-    assert before == {"ride_consumer_daemon_up": 0.0, "ride_consumer_ready": 0.0}  # no model info before it exists
+    assert before == {  # no model info before it exists
+        "ride_consumer_model_alias_refused": 0.0,
+        "ride_consumer_model_refresh_failures_total": 0.0,
+        "ride_consumer_daemon_up": 0.0,
+        "ride_consumer_ready": 0.0,
+    }
 
     state.model_prepared({"name": "ride-duration", "version": "3", "uri": "models:/ride-duration@production"}, 4.25)
     state.daemon_started(Exited())
@@ -48,6 +53,7 @@ def test_the_launcher_reports_the_model_the_daemon_and_readiness(tmp_path):
     assert after[info] == 1.0
     assert after["ride_consumer_model_load_duration_seconds"] == 4.25
     assert after["ride_consumer_daemon_start_time_seconds"] == 1_800_000_000.0
+    assert after["ride_consumer_model_published_timestamp_seconds"] == 1_800_000_000.0
     assert after["ride_consumer_daemon_up"] == 0.0  # it has exited
 
 
