@@ -1,8 +1,9 @@
 """The shard process: what record_processor.py runs, once per leased shard, under the MultiLangDaemon.
 
 It wires the pieces (settings, logs, the prepared model, the two sinks) and hands stdin/stdout to amazon_kclpy's
-KCLProcess (:class:`GuardedKCLProcess`). The model is the one PREPARED_MODEL_DIR names; when that is the launcher's pointer
-(:mod:`consumer.model.current`), the processor takes up the version published last at its next batch boundary.
+KCLProcess (:class:`GuardedKCLProcess`). The model is the one PREPARED_MODEL_DIR names; when that is the launcher's
+pointer (:mod:`consumer.model.current`), the processor takes up the version published last at its next batch
+boundary.
 stdout carries only the MultiLang protocol; every log line goes to stderr as JSON.
 """
 
