@@ -6,8 +6,6 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from consumer.tools.bench.pod_cpu import pod_cpu_goals, pod_cpu_tables
-
 __all__ = [
     "SECTIONS",
     "batch_size_table",
@@ -109,7 +107,6 @@ def goals(report: dict[str, Any]) -> list[dict[str, Any]]:
             "<=",
         ),
         ("compiled vs sklearn on the held-out week, max abs diff (minutes)", agreement, 1e-3, "<="),
-        *pod_cpu_goals(report),
         *_serving_goals(report),
     ]
     checked = []
@@ -335,8 +332,6 @@ def format_table(report: dict[str, Any]) -> str:
         *batch_size_table(report),
         "",
         *shards_table(report),
-        "",
-        *pod_cpu_tables(report),
         "",
         *batch_table(report),
         "",
