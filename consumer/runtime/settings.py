@@ -29,6 +29,7 @@ __all__ = [
     "ModelSettings",
     "ServingSettings",
     "Settings",
+    "is_loopback",
     "load_serving_settings",
     "load_settings",
 ]
@@ -202,7 +203,7 @@ class Settings(ModelSettings):
     def _output_is_discarded_only_against_a_local_emulator(self) -> Settings:
         endpoint = self.aws_endpoint_url_kinesis
         host = (endpoint.host or "").strip("[]") if endpoint is not None else ""
-        if self.bench_discard_output and not _is_loopback(host):
+        if self.bench_discard_output and not is_loopback(host):
             raise ValueError(
                 "BENCH_DISCARD_OUTPUT=true drops every prediction: it is accepted only for a benchmark against a "
                 f"local emulator, with AWS_ENDPOINT_URL_KINESIS on a loopback address (got {str(endpoint)!r})"
@@ -246,7 +247,8 @@ class ServingSettings(ModelSettings):
     )
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address, no port) is this machine's loopback."""
     if host == "localhost":
         return True
     try:

@@ -10,13 +10,13 @@ with ``lease_table=True``). Nothing here ever talks to anything but a loopback e
 
 from __future__ import annotations
 
-import ipaddress
 import time
 import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
 from consumer.errors import ConsumerError
+from consumer.runtime.settings import is_loopback
 from consumer.tools.streams import DUMMY_CREDENTIALS
 
 __all__ = [
@@ -34,13 +34,7 @@ _REGION = "us-east-1"
 
 
 def _is_loopback(endpoint: str) -> bool:
-    host = urllib.parse.urlparse(endpoint).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback(urllib.parse.urlparse(endpoint).hostname or "")
 
 
 def _client(endpoint: str) -> Any:
