@@ -51,6 +51,22 @@ def test_quick_bench_writes_every_section_and_prints_the_table(tmp_path):
     assert set(daemon["lease_to_first_prediction_seconds"]) == {"shardId-000000000000", "shardId-000000000001"}
     for step in ("lease_to_shard_consumer_seconds", "lease_to_initialize_sent_seconds", "lease_to_initialize_seconds"):
         assert step in daemon
+    assert len(daemon["latency_percentiles_ms"]["200"]) == 101
+    cpu = daemon["pod_cpu"]
+    roles = {"launcher", "daemon", "fork_server", "record_processors", "workers"}
+    assert cpu["idle"]["processes"] == {
+        "launcher": 1,
+        "daemon": 1,
+        "fork_server": 1,
+        "record_processors": 2,
+        "workers": 2,
+    }
+    assert set(cpu["idle"]["ms_per_second"]) == roles | {"pod"}
+    assert cpu["phases"][0]["rate"] == 200 and {"put_rate", "drain_seconds", "sustained"} <= cpu["phases"][0].keys()
+    for rate, window in cpu["rates"].items():
+        assert window["rides"] > 0 and window["cpu_seconds"]["daemon"] > 0 and window["cpu_seconds"]["workers"] > 0
+        assert set(window["ms_per_1000_rides_above_idle"]) == roles | {"pod"}
+        assert {"shards_per_core", "daemon_share_of_a_shard"} <= cpu["shards_per_core"][rate].keys()
     batch = report["batch"]
     assert batch["sizes"]["x1"]["rows"] > 0 and batch["rows_per_cpu_second"] > 0
     web = report["web"]
@@ -60,3 +76,6 @@ def test_quick_bench_writes_every_section_and_prints_the_table(tmp_path):
     assert len(web["memory"]["workers"]) == web["workers"]
     assert all({"figure", "value", "goal", "met"} <= goal.keys() for goal in report["goals"])
     assert "| Goal | Measured | Target | Met |" in done.stdout
+    assert any(goal["figure"].startswith("shards at 1,000 rides/s per core") for goal in report["goals"])
+    for chart in ("latency", "cpu", "memory"):
+        assert (tmp_path / f"bench-{chart}.png").read_bytes().startswith(b"\x89PNG")

@@ -11,6 +11,8 @@ import pytest
 from consumer.cli import main
 from consumer.errors import ConsumerError
 from consumer.tools.bench import SECTIONS, render_performance_doc, write_performance_docs
+from consumer.tools.bench.charts import CHARTS, charts_of
+from consumer.tools.bench.pod_cpu import pod_cpu_summary
 from consumer.tools.paths import REPO_ROOT
 
 DOCS = REPO_ROOT / "docs"
@@ -53,6 +55,48 @@ def test_the_command_copies_the_report_and_renders_the_page(tmp_path: Path):
 
     assert (docs / "performance.json").read_bytes() == REPORT.read_bytes()
     assert (docs / "performance.md").read_text() == PAGE.read_text()
+    for name in charts_of(json.loads(REPORT.read_text())):
+        assert (docs / "img" / f"performance-{name}.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_page_shows_the_charts_committed_beside_it():
+    report = json.loads(REPORT.read_text())
+    page = PAGE.read_text()
+
+    for name in CHARTS:
+        linked = f"](img/performance-{name}.png)" in page
+        assert linked is (name in charts_of(report))
+        assert not linked or (DOCS / "img" / f"performance-{name}.png").is_file()
+
+
+def _window(rate: int) -> dict[str, object]:
+    roles = ("launcher", "daemon", "fork_server", "record_processors", "workers")
+    return {
+        "seconds": 20.0,
+        "rides": 20 * rate,
+        "processes": dict.fromkeys(roles, 1),
+        "cpu_seconds": dict.fromkeys(roles, 0.5),
+    }
+
+
+def test_the_page_states_the_shards_per_core_formula_and_each_runs_cpu_by_process_and_charts(tmp_path: Path):
+    report = json.loads(REPORT.read_text())
+    for run in report["daemon"].values():
+        phases = [{"rate": rate, "put_rate": rate, "drain_seconds": 1.0, "sustained": True} for rate in (100, 200)]
+        run["pod_cpu"] = pod_cpu_summary(4, _window(0), {100: _window(100), 200: _window(200)}, phases)
+        run["latency_percentiles_ms"] = {rate: list(range(101)) for rate in run["latency_ms"]}
+    source = tmp_path / "bench.json"
+    source.write_text(json.dumps(report))
+
+    page = write_performance_docs(source, tmp_path / "docs").read_text()
+
+    assert "N = (1,000 - F) / (I / S + C x L / 1,000)" in page
+    for mode in report["daemon"]:
+        assert f"| {mode}: idle, 4 shards leased, ms of CPU per second |" in page
+        assert f"| {mode}: line through the rates |" in page
+    for name in CHARTS:
+        assert f"](img/performance-{name}.png)" in page
+        assert (tmp_path / "docs" / "img" / f"performance-{name}.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_rendering_again_from_the_committed_report_leaves_it_in_place(tmp_path: Path):

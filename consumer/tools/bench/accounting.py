@@ -9,7 +9,7 @@ from typing import Any
 
 import psutil
 
-__all__ = ["CpuShare", "cpu_seconds", "per_shard", "pod_memory"]
+__all__ = ["ROLES", "CpuShare", "cpu_seconds", "per_shard", "pod_memory", "pod_processes"]
 
 
 def cpu_seconds(process: psutil.Process) -> float:
@@ -51,24 +51,39 @@ def _memory(process: psutil.Process) -> dict[str, Any]:
     }
 
 
+#: The pod's processes by role, in the order the reports show them.
+ROLES = ("launcher", "daemon", "fork_server", "record_processors", "workers")
+
+
+def pod_processes(launcher_pid: int) -> dict[str, list[psutil.Process]]:
+    """Every process of the pod by role: the launcher, the daemon (java), the fork server, the record processors
+    (the daemon's children, one per leased shard) and the workers (the fork server's children, one per shard)."""
+    launcher = psutil.Process(launcher_pid)
+    roles: dict[str, list[psutil.Process]] = {role: [] for role in ROLES}
+    roles["launcher"].append(launcher)
+    for child in launcher.children():
+        try:
+            name = " ".join(child.cmdline())
+        except psutil.NoSuchProcess:  # a short-lived child (the model's preparation) that just ended
+            continue
+        if "MultiLangDaemon" in name:
+            roles["daemon"].append(child)
+            roles["record_processors"] += child.children()
+        elif "consumer.runtime.forkserver" in name:
+            roles["fork_server"].append(child)
+            roles["workers"] += child.children()
+    return roles
+
+
 def pod_memory(launcher_pid: int) -> dict[str, Any]:
     """Every process of the pod: the launcher, the daemon (java), the fork server, record processors, workers."""
-    launcher = psutil.Process(launcher_pid)
-    daemon = server = None
-    for child in launcher.children():
-        name = " ".join(child.cmdline())
-        if "MultiLangDaemon" in name:
-            daemon = child
-        elif "consumer.runtime.forkserver" in name:
-            server = child
-    processors = daemon.children() if daemon is not None else []
-    workers = server.children() if server is not None else []
+    roles = pod_processes(launcher_pid)
     return {
-        "launcher": _memory(launcher),
-        "daemon": _memory(daemon) if daemon is not None else None,
-        "fork_server": _memory(server) if server is not None else None,
-        "record_processors": [_memory(p) for p in processors],
-        "workers": [_memory(p) for p in workers],
+        "launcher": _memory(roles["launcher"][0]),
+        "daemon": _memory(roles["daemon"][0]) if roles["daemon"] else None,
+        "fork_server": _memory(roles["fork_server"][0]) if roles["fork_server"] else None,
+        "record_processors": [_memory(p) for p in roles["record_processors"]],
+        "workers": [_memory(p) for p in roles["workers"]],
     }
 
 

@@ -1,7 +1,10 @@
 """The **daemon** section: ``python -m consumer run`` with the real KCL daemon (polling every 250 ms), with the fork
 server and without. Latency quantiles from a ride's arrival on the input stream to its prediction's arrival on the
 output stream (both stamped by the emulator), each shard's steps from its lease to its first prediction written,
-the CPU the emulator and the consumer use meanwhile, and the memory of every process of the pod."""
+the CPU the emulator and the consumer use meanwhile, and the memory of every process of the pod.
+
+The phases: a warm-up (not measured), each of ``latency_rates``, each of ``ceiling_rates`` from low to high until one
+is not sustained, then an idle window; the pod's CPU by process in each (:mod:`~consumer.tools.bench.pod_cpu`)."""
 
 from __future__ import annotations
 
@@ -15,8 +18,9 @@ from consumer.tools.bench import kcl_log
 from consumer.tools.bench.accounting import CpuShare, per_shard, pod_memory
 from consumer.tools.bench.config import BenchConfig, say
 from consumer.tools.bench.model import BenchModel
+from consumer.tools.bench.pod_cpu import PodCpu, pod_cpu_summary, sustained
 from consumer.tools.bench.rides import Rides
-from consumer.tools.bench.stats import quantiles
+from consumer.tools.bench.stats import percentiles, quantiles
 
 __all__ = ["daemon_section"]
 
@@ -59,6 +63,7 @@ def _daemon_run(
     from consumer.tools.replay import put_payloads
     from consumer.tools.tail import StreamReader, read_all
 
+    phase_rates = (*config.latency_rates, *config.ceiling_rates)
     suffix = uuid.uuid4().hex[:6]
     names = {"input": f"bench-rides-{suffix}", "out": f"bench-predictions-{suffix}", "dead": f"bench-dead-{suffix}"}
     stack.create_stream(names["input"], config.daemon_shards)
@@ -84,6 +89,7 @@ def _daemon_run(
     consumer = ConsumerProcess(env, work / "consumer.log").start()
     outputs = StreamReader(client, names["out"])
     predictions: list[Any] = []
+    expected = len(preload)
     try:
 
         def drained(expected: int) -> Callable[[], bool]:
@@ -97,27 +103,56 @@ def _daemon_run(
 
         if not wait_for(drained(len(preload)), timeout=240, interval=0.2):
             raise RuntimeError(f"the preloaded rides did not all come out:\n{consumer.tail()}")
-        expected = len(preload)
+        say(f"daemon ({mode}): warming up at {config.latency_rates[0]} rides/s for {config.warmup_seconds:g} s")
+        warmup = rides.cycle(int(config.latency_rates[0] * config.warmup_seconds), start_id=len(preload) + 1)
+        _Producer(client, names["input"], warmup, config.latency_rates[0]).start().join()
+        expected += len(warmup)
+        if not wait_for(drained(expected), timeout=240, interval=0.2):
+            raise RuntimeError(f"the warm-up's rides did not all come out:\n{consumer.tail()}")
         memory: dict[str, Any] = {}
         cpu_share: dict[str, dict[str, float]] = {}
-        for phase, rate in enumerate(config.latency_rates, start=1):
-            say(f"daemon ({mode}): latency at {rate} rides/s for {config.latency_seconds:g} s")
+        windows: dict[int, dict[str, Any]] = {}
+        phases: list[dict[str, Any]] = []
+        for phase, rate in enumerate(phase_rates, start=1):
+            if phase > len(config.latency_rates) + 1 and not phases[-1]["sustained"]:
+                break  # the ceiling's rates go up until one is not sustained
+            say(f"daemon ({mode}): {rate} rides/s for {config.latency_seconds:g} s")
             count = int(rate * config.latency_seconds)
             producer = _Producer(client, names["input"], rides.cycle(count, start_id=phase * _PHASE_IDS), rate)
             busy = CpuShare({"kinesis-local": stack.pids["kinesis-local"], "consumer": consumer.process.pid})  # type: ignore[union-attr]
+            pod = PodCpu(consumer.process.pid)  # type: ignore[union-attr]
+            phase_started = time.monotonic()
             producer.start()
             time.sleep(config.latency_seconds / 2)
             if rate == max(config.latency_rates):
                 memory = pod_memory(consumer.process.pid)  # type: ignore[union-attr]
             producer.join()
-            cpu_share[str(rate)] = busy.shares()
+            put_seconds = time.monotonic() - phase_started
+            if phase <= len(config.latency_rates):
+                cpu_share[str(rate)] = busy.shares()
             expected += count
-            if not wait_for(drained(expected), timeout=120, interval=0.2):
+            if not wait_for(drained(expected), timeout=240, interval=0.2):
                 raise RuntimeError(f"not every ride came out ({len(predictions)}):\n{consumer.tail()}")
+            windows[rate] = pod.window(rides=count)
+            drain_seconds = time.monotonic() - phase_started - put_seconds
+            put_rate = count / put_seconds
+            phases.append(
+                {
+                    "rate": rate,
+                    "put_rate": round(put_rate, 1),
+                    "drain_seconds": round(drain_seconds, 2),
+                    "sustained": sustained(rate, put_rate, drain_seconds),
+                }
+            )
+        say(f"daemon ({mode}): idle for {config.idle_seconds:g} s (the pod's CPU by process)")
+        idle = PodCpu(consumer.process.pid)  # type: ignore[union-attr]
+        time.sleep(config.idle_seconds)
+        idle_window = idle.window(rides=0)
     finally:
         consumer.stop(timeout=60)
-    inputs = {record.sequence_number: record for record in read_all(client, names["input"], timeout=30)}
-    latencies: dict[int, list[float]] = {rate: [] for rate in config.latency_rates}
+    put = read_all(client, names["input"], expect=expected, timeout=120)
+    inputs = {record.sequence_number: record for record in put}
+    latencies: dict[int, list[float]] = {rate: [] for rate in phase_rates}
     first: dict[str, float] = {}
     for item in predictions:
         shard, sequence, _ = item.event["event_id"].split(":")
@@ -125,8 +160,10 @@ def _daemon_run(
         first[shard] = min(first.get(shard, arrived), arrived)
         phase = item.event["prediction"]["ride_id"] // _PHASE_IDS
         if phase:
-            rate = config.latency_rates[phase - 1]
+            rate = phase_rates[phase - 1]
             latencies[rate].append(1000 * (arrived - inputs[sequence].arrival.timestamp()))
+    for row in phases:
+        row["latency_ms"] = quantiles(latencies[row["rate"]])
     log = work / "consumer.log"
     initialized = {e["shard_id"]: kcl_log.seconds(e["timestamp"]) for e in kcl_log.log_events(log, "shard_initialized")}
     to_first = {shard: round(first[shard] - at, 3) for shard, at in initialized.items() if shard in first}
@@ -136,7 +173,9 @@ def _daemon_run(
         "fork_server": fork_server,
         "shards": config.daemon_shards,
         "idle_time_between_reads_ms": 250,
-        "latency_ms": {str(rate): quantiles(values) for rate, values in latencies.items()},
+        "latency_ms": {str(rate): quantiles(latencies[rate]) for rate in config.latency_rates},
+        # Every percentile (0 to 100) of each latency phase: the latency chart's curves.
+        "latency_percentiles_ms": {str(rate): percentiles(latencies[rate]) for rate in config.latency_rates},
         "cpu_cores_busy_while_producing": cpu_share,
         "initialize_to_first_prediction_seconds": to_first,
         "lease_to_initialize_seconds": {
@@ -150,6 +189,7 @@ def _daemon_run(
         "initialize_sent_to_initialized_seconds": kcl_log.after(started, initialized),
         "memory": memory,
         "per_shard": per_shard(memory),
+        "pod_cpu": pod_cpu_summary(config.daemon_shards, idle_window, windows, phases),
     }
 
 

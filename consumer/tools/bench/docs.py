@@ -15,6 +15,8 @@ from typing import Any
 import orjson
 
 from consumer.errors import ConsumerError
+from consumer.tools.bench.charts import CHARTS, charts_of, draw_charts
+from consumer.tools.bench.pod_cpu import SHARD_WRITE_LIMIT, SUSTAINED_DRAIN_SECONDS, pod_cpu_tables
 from consumer.tools.bench.report import (
     batch_size_table,
     batch_table,
@@ -25,11 +27,13 @@ from consumer.tools.bench.report import (
     web_table,
 )
 
-__all__ = ["DOC_NAME", "REPORT_NAME", "render_performance_doc", "write_performance_docs"]
+__all__ = ["CHART_DIR", "CHART_PREFIX", "DOC_NAME", "REPORT_NAME", "render_performance_doc", "write_performance_docs"]
 
-#: The page and its report, in the docs folder.
+#: The page and its report, in the docs folder; the charts in its img/ folder (``performance-<chart>.png``).
 DOC_NAME = "performance.md"
 REPORT_NAME = "performance.json"
+CHART_DIR = "img"
+CHART_PREFIX = "performance"
 
 _INTRO = """\
 # Performance
@@ -65,6 +69,16 @@ are at the end of this page, and its whole report, runs included, is [performanc
   emulator and the consumer use meanwhile; each shard's steps from its lease to its first prediction (the daemon's
   own steps from its log); RSS, PSS and USS of every process of the pod. USS is what one more shard adds; RSS
   counts every page a worker shares with the fork server again in each process.
+- **The pod's CPU by process** (`daemon.*.pod_cpu`): user plus system CPU-seconds of each process of the pod (the
+  launcher, the daemon (java), the fork server, the record processors, the workers), read from `/proc/<pid>/stat`
+  at the start and the end of each window. After a warm-up that is not measured (the JVM compiles its hot code),
+  one window per rate, from the first put to the last prediction out: the latency rates, then rates from low to
+  high until one is not sustained (the put rate under 95 % of the rate asked, or the last prediction more than
+  {drain:g} s after the last put): the highest rate the emulator and the pod sustain together on this machine; then
+  an idle window (the leases held, no rides put). Per 1,000 rides above idle: the window's CPU less the idle CPU for
+  as long, divided by its rides. The line through the rate windows (least squares, role by role, ms of CPU per
+  second against the rides per second achieved) splits what reading the shards costs at any rate (its intercept:
+  polling, leases, each batch's fixed cost) from what the rides cost (its slope).
 - **The batch command** (`batch`): `python -m consumer score` on the January 2022 file as it is and with its rows
   repeated 8 times, the real command in a subprocess with the benchmark's model already prepared: rows per second
   and per CPU-second of its scoring (model preparation excluded: its own summary, `--json`), and its peak RSS
@@ -80,6 +94,21 @@ are at the end of this page, and its whole report, runs included, is [performanc
   machine).
 
 Figures are medians of the runs (the daemon part runs once per mode).
+
+**Shards per core.** A shard brings at most L = {limit:,} records/s (AWS's write limit). With every term in ms of CPU
+per second (1,000 = one core busy): F, the pod's fixed cost (the launcher and the fork server); I, the cost of what
+grows with shards (the daemon's polling and lease renewals, the record processors, the workers) with no rides,
+measured with S shards leased; C, the pod's CPU per 1,000 rides, every process included. One shard at the write
+limit costs I / S + C x L / 1,000, so one core keeps up with
+
+    N = (1,000 - F) / (I / S + C x L / 1,000)
+
+shards. The daemon's share is its own part of a shard's cost (its I / S plus its C x L / 1,000) over the whole. Two
+estimates: I and F from the idle window with C measured above idle at a rate (the rides of that rate come in small
+batches, since S shards polled every 250 ms split them: each batch's fixed cost lands on few rides, so this errs
+low); and I, F and C from the line through the rate windows (intercept and slope), which counts each batch's fixed
+cost at the polling rate and extrapolates the rides' cost to the write limit (a shard at the limit brings batches
+of about 250 records).
 
 ## Re-running it
 
@@ -102,7 +131,7 @@ def render_performance_doc(report: dict[str, Any]) -> str:
     """docs/performance.md for ``report`` (a benchmark report as written to its JSON)."""
     machine = report["machine"]
     lines = [
-        _INTRO,
+        _INTRO.format(limit=SHARD_WRITE_LIMIT, drain=SUSTAINED_DRAIN_SECONDS),
         "## Goals",
         "",
         *goals_table(report),
@@ -111,6 +140,13 @@ def render_performance_doc(report: dict[str, Any]) -> str:
         "",
         *figures_table(report),
         "",
+        "### The pod's CPU by process",
+        "",
+        *pod_cpu_tables(report),
+        "",
+        "### Charts",
+        "",
+        *(line for chart in _charts(report) for line in (chart, "")),
         "### Batch size",
         "",
         *batch_size_table(report),
@@ -136,9 +172,14 @@ def render_performance_doc(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _charts(report: dict[str, Any]) -> list[str]:
+    return [f"![{CHARTS[name]}]({CHART_DIR}/{CHART_PREFIX}-{name}.png)" for name in charts_of(report)]
+
+
 def write_performance_docs(report_path: Path, docs_dir: Path) -> Path:
-    """Copy the report at ``report_path`` to ``docs_dir``/performance.json (unless it is that file) and render
-    ``docs_dir``/performance.md from it; the page's path. A quick run's report is refused."""
+    """Copy the report at ``report_path`` to ``docs_dir``/performance.json (unless it is that file), draw its charts
+    in ``docs_dir``/img/ and render ``docs_dir``/performance.md from it; the page's path. A quick run's report is
+    refused."""
     report = orjson.loads(report_path.read_bytes())
     if report["machine"]["quick"]:
         raise ConsumerError(f"{report_path} is a quick run's report; the docs show a full run (`make bench`)")
@@ -146,6 +187,7 @@ def write_performance_docs(report_path: Path, docs_dir: Path) -> Path:
     committed = docs_dir / REPORT_NAME
     if not (committed.exists() and committed.samefile(report_path)):
         shutil.copyfile(report_path, committed)
+    draw_charts(report, docs_dir / CHART_DIR, CHART_PREFIX)
     page = docs_dir / DOC_NAME
     page.write_text(render_performance_doc(report))
     return page

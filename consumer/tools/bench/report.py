@@ -6,6 +6,8 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
+from consumer.tools.bench.pod_cpu import pod_cpu_goals, pod_cpu_tables
+
 __all__ = [
     "SECTIONS",
     "batch_size_table",
@@ -107,6 +109,7 @@ def goals(report: dict[str, Any]) -> list[dict[str, Any]]:
             "<=",
         ),
         ("compiled vs sklearn on the held-out week, max abs diff (minutes)", agreement, 1e-3, "<="),
+        *pod_cpu_goals(report),
         *_serving_goals(report),
     ]
     checked = []
@@ -332,6 +335,8 @@ def format_table(report: dict[str, Any]) -> str:
         *batch_size_table(report),
         "",
         *shards_table(report),
+        "",
+        *pod_cpu_tables(report),
         "",
         *batch_table(report),
         "",

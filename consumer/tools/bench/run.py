@@ -1,5 +1,6 @@
-"""One benchmark run: every section in order on the same held-out rides and model, the JSON written, the table
-printed. What each section measures is in its module (see the package's docstring)."""
+"""One benchmark run: every section in order on the same held-out rides and model, the JSON written with its charts
+beside it (``<stem>-<chart>.png``), the table printed. What each section measures is in its module (see the
+package's docstring)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import IO, Any
 import orjson
 
 from consumer.tools.bench.batch import batch_section
+from consumer.tools.bench.charts import draw_charts
 from consumer.tools.bench.config import BenchConfig, machine_facts, say
 from consumer.tools.bench.daemon import daemon_section
 from consumer.tools.bench.lambda_baseline import lambda_section
@@ -70,6 +72,7 @@ def run_bench(config: BenchConfig, *, trips: str | None = None, out: IO[str] | N
     report["goals"] = goals(report)
     config.output.parent.mkdir(parents=True, exist_ok=True)
     config.output.write_bytes(orjson.dumps({key: report[key] for key in SECTIONS}, option=orjson.OPT_INDENT_2))
+    charts = draw_charts(report, config.output.parent, config.output.stem)
     print(format_table(report), file=out or sys.stdout)
-    say(f"JSON written to {config.output}")
+    say(f"JSON written to {config.output}, charts to {', '.join(str(path) for path in charts)}")
     return report

@@ -6,7 +6,7 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["quantiles", "summary"]
+__all__ = ["percentiles", "quantiles", "summary"]
 
 
 def summary(runs: list[dict[str, Any]], key: str, *, extra: Sequence[str] = ()) -> dict[str, Any]:
@@ -26,3 +26,11 @@ def quantiles(values: Sequence[float]) -> dict[str, float]:
         return round(ordered[min(len(ordered) - 1, int(p * len(ordered)))], 1)
 
     return {"count": len(ordered), "p50": q(0.50), "p90": q(0.90), "p99": q(0.99), "max": round(ordered[-1], 1)}
+
+
+def percentiles(values: Sequence[float]) -> list[float]:
+    """Percentiles 0 to 100 of ``values`` (nearest rank, rounded to 0.1): 101 numbers, a distribution's curve."""
+    ordered = sorted(values)
+    if not ordered:
+        return []
+    return [round(ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))], 1) for p in range(101)]

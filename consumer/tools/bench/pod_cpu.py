@@ -1,0 +1,268 @@
+"""The pod's CPU by process: user plus system CPU-seconds of each process of the pod (utime and stime of
+/proc/<pid>/stat, read through psutil) over measured windows: an idle one (the leases held, no rides put), and one
+per rate the benchmark puts on the input stream, from the first put until the last prediction is out.
+
+From them, what 1,000 rides cost each process above its idle cost, and how many shards at AWS's write limit one core
+keeps up with (:func:`shards_per_core`, whose formula docs/performance.md states)."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import statistics
+import time
+from typing import Any
+
+import psutil
+
+from consumer.tools.bench.accounting import ROLES, cpu_seconds, pod_processes
+
+__all__ = [
+    "SHARD_WRITE_LIMIT",
+    "SUSTAINED_DRAIN_SECONDS",
+    "PodCpu",
+    "pod_cpu_goals",
+    "pod_cpu_summary",
+    "pod_cpu_tables",
+    "shards_per_core",
+    "sustained",
+]
+
+#: Records per second one Kinesis shard accepts (AWS's write limit): the most a leased shard can bring.
+SHARD_WRITE_LIMIT = 1_000
+
+#: The issue's goal: shards at the write limit one core keeps up with, the daemon's CPU included.
+GOAL_SHARDS_PER_CORE = 16
+
+#: How soon after the last put the last prediction must be out for a rate to count as sustained.
+SUSTAINED_DRAIN_SECONDS = 5.0
+
+#: The roles a pod pays for whatever its shard count (the rest is counted per leased shard).
+_FIXED_ROLES = ("launcher", "fork_server")
+
+_LABELS = {
+    "launcher": "launcher",
+    "daemon": "daemon (java)",
+    "fork_server": "fork server",
+    "record_processors": "record processors",
+    "workers": "workers",
+}
+
+
+class PodCpu:
+    """CPU-seconds each process of the pod uses from now to :meth:`window`, summed by role. A process that starts
+    meanwhile counts from its start; one that ends meanwhile is lost (the windows keep the same processes)."""
+
+    def __init__(self, launcher_pid: int) -> None:
+        self._launcher_pid = launcher_pid
+        self._started = time.monotonic()
+        self._before = self._sample()
+
+    def _sample(self) -> dict[int, tuple[str, float]]:
+        sample = {}
+        for role, processes in pod_processes(self._launcher_pid).items():
+            for process in processes:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    sample[process.pid] = (role, cpu_seconds(process))
+        return sample
+
+    def window(self, rides: int) -> dict[str, Any]:
+        """The window so far: its length, the rides put in it, the processes and CPU-seconds of each role."""
+        after = self._sample()
+        seconds = time.monotonic() - self._started
+        cpu = dict.fromkeys(ROLES, 0.0)
+        processes = dict.fromkeys(ROLES, 0)
+        for pid, (role, used) in after.items():
+            cpu[role] += used - self._before.get(pid, (role, 0.0))[1]
+            processes[role] += 1
+        return {
+            "seconds": round(seconds, 3),
+            "rides": rides,
+            "processes": processes,
+            "cpu_seconds": {role: round(value, 3) for role, value in cpu.items()},
+        }
+
+
+def _idle_figures(window: dict[str, Any]) -> dict[str, Any]:
+    cores = {role: used / window["seconds"] for role, used in window["cpu_seconds"].items()}
+    return {**window, "ms_per_second": _rounded({role: 1000 * value for role, value in cores.items()})}
+
+
+def _rate_figures(window: dict[str, Any], idle: dict[str, Any]) -> dict[str, Any]:
+    """A rate's window: CPU per 1,000 rides of each role, idle included and above the role's idle cost."""
+    rides, seconds = window["rides"], window["seconds"]
+    used = window["cpu_seconds"]
+    idle_rate = {role: value / 1000 for role, value in idle["ms_per_second"].items()}
+    return {
+        **window,
+        "rides_per_second": round(rides / seconds, 1),
+        "ms_per_second": _rounded({role: 1000 * value / seconds for role, value in used.items()}),
+        "ms_per_1000_rides": _rounded({role: 1e6 * value / rides for role, value in used.items()}),
+        "ms_per_1000_rides_above_idle": _rounded(
+            {role: 1e6 * (value - idle_rate[role] * seconds) / rides for role, value in used.items()}
+        ),
+    }
+
+
+def _rounded(by_role: dict[str, float]) -> dict[str, float]:
+    figures = {role: round(value, 2) for role, value in by_role.items()}
+    figures["pod"] = round(sum(by_role.values()), 2)
+    return figures
+
+
+def shards_per_core(
+    idle_ms_per_second: dict[str, float], above_idle_ms_per_1000: dict[str, float], shards: int
+) -> dict[str, Any]:
+    """How many shards at :data:`SHARD_WRITE_LIMIT` one core keeps up with, and the daemon's share of a shard's cost.
+
+    ``N = (1000 - F) / (I / S + C * L / 1000)`` with every term in ms of CPU per second (1,000 = one core): F the
+    pod's fixed idle cost (the launcher and the fork server), I the idle cost of what scales with shards (the
+    daemon's polling and leases, the record processors, the workers) measured with S shards leased, C the pod's CPU
+    per 1,000 rides above idle and L the write limit (1,000 rides/s)."""
+    fixed = sum(idle_ms_per_second[role] for role in _FIXED_ROLES)
+    idle_per_shard = sum(idle_ms_per_second[role] for role in ROLES if role not in _FIXED_ROLES) / shards
+    rides_per_shard = above_idle_ms_per_1000["pod"] * SHARD_WRITE_LIMIT / 1000
+    per_shard = idle_per_shard + rides_per_shard
+    daemon = idle_ms_per_second["daemon"] / shards + above_idle_ms_per_1000["daemon"] * SHARD_WRITE_LIMIT / 1000
+    return {
+        "pod_fixed_ms_per_second": round(fixed, 2),
+        "shard_idle_ms_per_second": round(idle_per_shard, 2),
+        "shard_rides_ms_per_second": round(rides_per_shard, 2),
+        "shard_ms_per_second": round(per_shard, 2),
+        "shards_per_core": round((1000 - fixed) / per_shard, 1),
+        "daemon_share_of_a_shard": round(daemon / per_shard, 3),
+    }
+
+
+def _fit(windows: list[dict[str, Any]], shards: int) -> dict[str, Any] | None:
+    """The line through the rate windows, role by role: ms of CPU per second against rides per second achieved
+    (least squares). Its intercept is the cost while the shards are read at no rate (polling, leases, the fixed cost
+    of each batch: a shard is read every 250 ms whatever its rate), its slope the cost of the rides themselves; the
+    shards per core at the write limit follow from them as from the idle window and the cost above it."""
+    if len({window["rides_per_second"] for window in windows}) < 2:
+        return None
+    rates = [window["rides_per_second"] for window in windows]
+    lines = {
+        role: statistics.linear_regression(rates, [window["ms_per_second"][role] for window in windows])
+        for role in ROLES
+    }
+    intercept = {role: line.intercept for role, line in lines.items()}
+    per_1000 = _rounded({role: 1000 * line.slope for role, line in lines.items()})
+    return {
+        "rides_per_second": rates,
+        "intercept_ms_per_second": _rounded(intercept),
+        "ms_per_1000_rides": per_1000,
+        "shards_per_core": shards_per_core(intercept, per_1000, shards),
+    }
+
+
+def pod_cpu_summary(
+    shards: int, idle: dict[str, Any], rates: dict[int, dict[str, Any]], phases: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The **pod_cpu** figures of a daemon run: the idle window, each rate's window, whether each rate was
+    sustained, the highest one that was, and the shards per core with the cost measured at each rate."""
+    idle_figures = _idle_figures(idle)
+    by_rate = {str(rate): _rate_figures(window, idle_figures) for rate, window in rates.items()}
+    kept = [phase["rate"] for phase in phases if phase["sustained"]]
+    highest = max(kept) if kept else None
+    return {
+        "shards": shards,
+        "write_limit_per_shard": SHARD_WRITE_LIMIT,
+        "idle": idle_figures,
+        "rates": by_rate,
+        "phases": phases,
+        "highest_rate_sustained": highest,
+        "fit": _fit(list(by_rate.values()), shards),
+        "shards_per_core": {
+            rate: shards_per_core(idle_figures["ms_per_second"], figures["ms_per_1000_rides_above_idle"], shards)
+            for rate, figures in by_rate.items()
+        },
+    }
+
+
+def sustained(rate: int, put_rate: float, drain_seconds: float) -> bool:
+    """Whether the pod and the emulator kept up with ``rate``: the producer put at least 95 % of it, and the last
+    prediction came out at most :data:`SUSTAINED_DRAIN_SECONDS` after the last put (no backlog left growing)."""
+    return put_rate >= 0.95 * rate and drain_seconds <= SUSTAINED_DRAIN_SECONDS
+
+
+def _cells(figures: dict[str, float]) -> str:
+    return " | ".join(f"{figures[role]:,.1f}" for role in (*ROLES, "pod"))
+
+
+def pod_cpu_tables(report: dict[str, Any]) -> list[str]:
+    """Each daemon run's CPU by process (idle, then per 1,000 rides above idle at each rate), the shards per core
+    with the cost measured at each rate, and whether each rate was sustained."""
+    header = " | ".join(_LABELS[role] for role in ROLES)
+    lines = [f"| daemon run, window | {header} | pod | pod, idle included |", "|---|" + "---|" * (len(ROLES) + 2)]
+    derived = [
+        "| daemon run, cost measured at | a shard's idle + its 1,000 rides/s (ms/s) | pod's fixed idle (ms/s) | "
+        "shards per core | daemon's share of a shard |",
+        "|---|---|---|---|---|",
+    ]
+    phases = [
+        "| daemon run | rate put (rides/s) | put rate achieved | last prediction after the last put | sustained |",
+        "|---|---|---|---|---|",
+    ]
+    measured = {mode: run["pod_cpu"] for mode, run in report["daemon"].items() if "pod_cpu" in run}
+    if not measured:
+        return ["No figures of the pod's CPU in this report: it predates them (`make bench` measures them)."]
+    for mode, cpu in measured.items():
+        lines.append(
+            f"| {mode}: idle, {cpu['shards']} shards leased, ms of CPU per second | "
+            f"{_cells(cpu['idle']['ms_per_second'])} | - |"
+        )
+        for rate, figures in cpu["rates"].items():
+            lines.append(
+                f"| {mode}: {rate} rides/s, ms of CPU per 1,000 rides above idle | "
+                f"{_cells(figures['ms_per_1000_rides_above_idle'])} | {figures['ms_per_1000_rides']['pod']:,.1f} |"
+            )
+            per_core = cpu["shards_per_core"][rate]
+            derived.append(
+                f"| {mode}: {rate} rides/s | {per_core['shard_idle_ms_per_second']:.1f} + "
+                f"{per_core['shard_rides_ms_per_second']:.1f} = {per_core['shard_ms_per_second']:.1f} | "
+                f"{per_core['pod_fixed_ms_per_second']:.1f} | {per_core['shards_per_core']:.1f} | "
+                f"{per_core['daemon_share_of_a_shard']:.0%} |"
+            )
+        fit = cpu["fit"]
+        if fit is not None:
+            lines.append(
+                f"| {mode}: line through the rates, ms of CPU per 1,000 rides (slope) | "
+                f"{_cells(fit['ms_per_1000_rides'])} | - |"
+            )
+            lines.append(
+                f"| {mode}: line through the rates, ms of CPU per second at no rate (intercept) | "
+                f"{_cells(fit['intercept_ms_per_second'])} | - |"
+            )
+            per_core = fit["shards_per_core"]
+            derived.append(
+                f"| {mode}: line through the rates | {per_core['shard_idle_ms_per_second']:.1f} + "
+                f"{per_core['shard_rides_ms_per_second']:.1f} = {per_core['shard_ms_per_second']:.1f} | "
+                f"{per_core['pod_fixed_ms_per_second']:.1f} | {per_core['shards_per_core']:.1f} | "
+                f"{per_core['daemon_share_of_a_shard']:.0%} |"
+            )
+        for phase in cpu["phases"]:
+            phases.append(
+                f"| {mode} | {phase['rate']:,} | {phase['put_rate']:,.0f} | {phase['drain_seconds']:.1f} s | "
+                f"{'yes' if phase['sustained'] else 'no'} |"
+            )
+    return [*lines, "", *derived, "", *phases]
+
+
+def pod_cpu_goals(report: dict[str, Any]) -> list[tuple[str, float | None, float, str]]:
+    """The shards per core goal (the fork server's run, as in production): from the line through the measured rates,
+    and from the cost measured at the highest rate sustained (small batches: an estimate that errs low)."""
+    run = report["daemon"].get("fork_server") or next(iter(report["daemon"].values()))
+    cpu = run.get("pod_cpu")
+    if cpu is None:
+        return []
+    name = f"shards at {SHARD_WRITE_LIMIT:,} rides/s per core, the pod's CPU (daemon included)"
+    rows: list[tuple[str, float | None, float, str]] = []
+    if cpu["fit"] is not None:
+        fitted = cpu["fit"]["shards_per_core"]["shards_per_core"]
+        rows.append((f"{name}, line through the measured rates", math.floor(fitted), GOAL_SHARDS_PER_CORE, ">="))
+    highest = cpu["highest_rate_sustained"]
+    if highest is not None:
+        at_highest = cpu["shards_per_core"][str(highest)]["shards_per_core"]
+        rows.append((f"{name}, cost at {highest} rides/s", math.floor(at_highest), GOAL_SHARDS_PER_CORE, ">="))
+    return rows

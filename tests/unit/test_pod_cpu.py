@@ -1,0 +1,75 @@
+"""The benchmark's shards per core (docs/performance.md states the formula): the pod's fixed idle cost comes off
+the core once, the rest of the idle cost is shared by the leased shards, and each shard at the write limit adds
+its rides' cost; a rate counts as sustained only if the producer kept it and the pod kept up."""
+
+from __future__ import annotations
+
+import pytest
+
+from consumer.tools.bench.pod_cpu import SUSTAINED_DRAIN_SECONDS, pod_cpu_summary, shards_per_core, sustained
+
+#: ms of CPU per second while idle with 3 shards leased, and ms per 1,000 rides above idle, by role.
+IDLE = {"launcher": 12.0, "fork_server": 8.0, "daemon": 45.0, "record_processors": 3.0, "workers": 12.0}
+ABOVE_IDLE = {"launcher": 1.0, "fork_server": 0.0, "daemon": 19.0, "record_processors": 5.0, "workers": 25.0}
+
+
+def test_one_core_keeps_up_with_what_is_left_after_the_fixed_idle_cost_divided_by_a_shards_cost():
+    figures = shards_per_core(IDLE, {**ABOVE_IDLE, "pod": 50.0}, shards=3)
+
+    # (1000 - (12 + 8)) / ((45 + 3 + 12) / 3 + 50 * 1000 / 1000) = 980 / 70
+    assert figures["shards_per_core"] == 14.0
+    assert figures["shard_ms_per_second"] == 70.0
+    # The daemon: 45 / 3 idle plus 19 per 1,000 rides at 1,000 rides/s, of 70.
+    assert figures["daemon_share_of_a_shard"] == pytest.approx(34 / 70, abs=1e-3)
+
+
+def test_more_shards_leased_for_the_same_idle_cost_make_each_shard_cheaper():
+    few = shards_per_core(IDLE, {**ABOVE_IDLE, "pod": 50.0}, shards=3)
+    many = shards_per_core(IDLE, {**ABOVE_IDLE, "pod": 50.0}, shards=6)
+
+    assert many["shard_idle_ms_per_second"] == few["shard_idle_ms_per_second"] / 2
+    assert many["shards_per_core"] > few["shards_per_core"]
+
+
+@pytest.mark.parametrize(
+    ("put_rate", "drain_seconds", "kept"),
+    [
+        (1_000.0, 1.0, True),
+        (960.0, SUSTAINED_DRAIN_SECONDS, True),
+        (900.0, 1.0, False),  # the producer (the emulator's answers) fell behind the rate
+        (1_000.0, SUSTAINED_DRAIN_SECONDS + 0.1, False),  # the pod fell behind: rides still coming out
+    ],
+)
+def test_a_rate_is_sustained_only_if_it_was_put_and_its_rides_came_out_soon_after(put_rate, drain_seconds, kept):
+    assert sustained(1_000, put_rate, drain_seconds) is kept
+
+
+def _window(rides_per_second: float, cpu_per_second: dict[str, float], seconds: float = 20.0) -> dict[str, object]:
+    roles = ("launcher", "daemon", "fork_server", "record_processors", "workers")
+    return {
+        "seconds": seconds,
+        "rides": int(rides_per_second * seconds),
+        "processes": dict.fromkeys(roles, 1),
+        "cpu_seconds": {role: cpu_per_second.get(role, 0.0) * seconds for role in roles},
+    }
+
+
+def test_the_line_through_the_rates_splits_the_cost_of_reading_the_shards_from_the_cost_of_the_rides():
+    # The daemon: 40 ms/s at any rate plus 20 ms per 1,000 rides; the workers: 8 ms/s plus 30 ms per 1,000 rides.
+    def cost(rate: float) -> dict[str, float]:
+        return {"daemon": (40 + 0.020 * rate) / 1000, "workers": (8 + 0.030 * rate) / 1000}
+
+    idle = _window(0, {"daemon": 0.030, "workers": 0.0})
+    windows = {rate: _window(rate, cost(rate)) for rate in (100, 200, 400)}
+    phases = [{"rate": rate, "put_rate": rate, "drain_seconds": 1.0, "sustained": rate < 400} for rate in windows]
+
+    summary = pod_cpu_summary(4, idle, windows, phases)
+
+    fit = summary["fit"]
+    assert fit["intercept_ms_per_second"]["daemon"] == pytest.approx(40, abs=0.01)
+    assert fit["ms_per_1000_rides"]["pod"] == pytest.approx(50, abs=0.01)
+    # (1000 - 0) / ((40 + 8) / 4 + 50 * 1000 / 1000) = 1000 / 62
+    assert fit["shards_per_core"]["shards_per_core"] == pytest.approx(1000 / 62, abs=0.05)
+    assert summary["highest_rate_sustained"] == 200
+    # Above idle at 100 rides/s: the daemon's 42 ms/s less its idle 30 ms/s, over 100 rides/s = 120 ms per 1,000.
+    assert summary["rates"]["100"]["ms_per_1000_rides_above_idle"]["daemon"] == pytest.approx(120, abs=0.01)
