@@ -63,10 +63,16 @@ def test_quick_bench_writes_every_section_and_prints_the_table(tmp_path):
     }
     assert set(cpu["idle"]["ms_per_second"]) == roles | {"pod"}
     assert cpu["phases"][0]["rate"] == 200 and {"put_rate", "drain_seconds", "sustained"} <= cpu["phases"][0].keys()
-    for rate, window in cpu["rates"].items():
+    for window in cpu["rates"].values():
         assert window["rides"] > 0 and window["cpu_seconds"]["daemon"] > 0 and window["cpu_seconds"]["workers"] > 0
         assert set(window["ms_per_1000_rides_above_idle"]) == roles | {"pod"}
-        assert {"shards_per_core", "daemon_share_of_a_shard"} <= cpu["shards_per_core"][rate].keys()
+    limit = daemon["write_limit"]
+    assert (
+        limit["settings"]["KCL_MAX_RECORDS"] == "1000" and limit["settings"]["KCL_IDLE_TIME_BETWEEN_READS_MS"] == "1000"
+    )
+    assert limit["window"]["rides"] >= 2_000 - 100 and limit["batches"] > 0
+    assert limit["window"]["cpu_seconds"]["daemon"] > 0 and limit["window"]["cpu_seconds"]["workers"] > 0
+    assert {"shards_per_core", "daemon_share_of_a_shard"} <= limit["shards_per_core"].keys()
     batch = report["batch"]
     assert batch["sizes"]["x1"]["rows"] > 0 and batch["rows_per_cpu_second"] > 0
     web = report["web"]

@@ -12,7 +12,7 @@ from consumer.cli import main
 from consumer.errors import ConsumerError
 from consumer.tools.bench import SECTIONS, render_performance_doc, write_performance_docs
 from consumer.tools.bench.charts import CHARTS, charts_of
-from consumer.tools.bench.pod_cpu import pod_cpu_summary
+from consumer.tools.bench.pod_cpu import pod_cpu_summary, write_limit_summary
 from consumer.tools.paths import REPO_ROOT
 
 DOCS = REPO_ROOT / "docs"
@@ -85,6 +85,14 @@ def test_the_page_states_the_shards_per_core_formula_and_each_runs_cpu_by_proces
         phases = [{"rate": rate, "put_rate": rate, "drain_seconds": 1.0, "sustained": True} for rate in (100, 200)]
         run["pod_cpu"] = pod_cpu_summary(4, _window(0), {100: _window(100), 200: _window(200)}, phases)
         run["latency_percentiles_ms"] = {rate: list(range(101)) for rate in run["latency_ms"]}
+    report["daemon"]["fork_server"]["write_limit"] = {
+        "settings": {},
+        "backlog": 24_000,
+        "warmup_rides": 8_000,
+        "batches": 64,
+        "mean_batch_records": 250.0,
+        **write_limit_summary(4, _window(0), _window(800)),
+    }
     source = tmp_path / "bench.json"
     source.write_text(json.dumps(report))
 
@@ -93,7 +101,9 @@ def test_the_page_states_the_shards_per_core_formula_and_each_runs_cpu_by_proces
     assert "N = (1,000 - F) / (I / S + C x L / 1,000)" in page
     for mode in report["daemon"]:
         assert f"| {mode}: idle, 4 shards leased, ms of CPU per second |" in page
-        assert f"| {mode}: line through the rates |" in page
+        assert f"| {mode}: 200 rides/s, ms of CPU per 1,000 rides above idle |" in page
+    assert "| the backlog, ms of CPU per 1,000 rides above idle |" in page
+    assert "| F: the pod's fixed cost (ms/s) |" in page
     for name in CHARTS:
         assert f"](img/performance-{name}.png)" in page
         assert (tmp_path / "docs" / "img" / f"performance-{name}.png").read_bytes().startswith(b"\x89PNG")

@@ -6,7 +6,14 @@ from __future__ import annotations
 
 import pytest
 
-from consumer.tools.bench.pod_cpu import SUSTAINED_DRAIN_SECONDS, pod_cpu_summary, shards_per_core, sustained
+from consumer.tools.bench.pod_cpu import (
+    SUSTAINED_DRAIN_SECONDS,
+    pod_cpu_summary,
+    rate_label,
+    shards_per_core,
+    sustained,
+    write_limit_summary,
+)
 
 #: ms of CPU per second while idle with 3 shards leased, and ms per 1,000 rides above idle, by role.
 IDLE = {"launcher": 12.0, "fork_server": 8.0, "daemon": 45.0, "record_processors": 3.0, "workers": 12.0}
@@ -54,22 +61,55 @@ def _window(rides_per_second: float, cpu_per_second: dict[str, float], seconds: 
     }
 
 
-def test_the_line_through_the_rates_splits_the_cost_of_reading_the_shards_from_the_cost_of_the_rides():
-    # The daemon: 40 ms/s at any rate plus 20 ms per 1,000 rides; the workers: 8 ms/s plus 30 ms per 1,000 rides.
-    def cost(rate: float) -> dict[str, float]:
-        return {"daemon": (40 + 0.020 * rate) / 1000, "workers": (8 + 0.030 * rate) / 1000}
+def test_the_write_limit_run_charges_each_shard_its_idle_share_and_its_rides_above_idle():
+    # Idle with 4 shards: the daemon 40 ms/s, the launcher 4. The backlog: 16,000 rides in 80 s, on top of idle the
+    # daemon 20 ms and the workers 30 ms per 1,000 rides.
+    idle = _window(0, {"launcher": 0.004, "daemon": 0.040})
+    backlog = {
+        "seconds": 80.0,
+        "rides": 16_000,
+        "processes": dict.fromkeys(("launcher", "daemon", "fork_server", "record_processors", "workers"), 1),
+        "cpu_seconds": {
+            "launcher": 0.004 * 80,
+            "daemon": 0.040 * 80 + 0.020 * 16,
+            "fork_server": 0.0,
+            "record_processors": 0.0,
+            "workers": 0.030 * 16,
+        },
+    }
 
-    idle = _window(0, {"daemon": 0.030, "workers": 0.0})
-    windows = {rate: _window(rate, cost(rate)) for rate in (100, 200, 400)}
-    phases = [{"rate": rate, "put_rate": rate, "drain_seconds": 1.0, "sustained": rate < 400} for rate in windows]
+    summary = write_limit_summary(4, idle, backlog)
 
-    summary = pod_cpu_summary(4, idle, windows, phases)
+    assert summary["window"]["ms_per_1000_rides_above_idle"]["pod"] == pytest.approx(50, abs=0.01)
+    # (1000 - 4) / (40 / 4 + 50 * 1000 / 1000) = 996 / 60; the daemon's share (10 + 20) / 60.
+    assert summary["shards_per_core"]["shards_per_core"] == pytest.approx(996 / 60, abs=0.05)
+    assert summary["shards_per_core"]["daemon_share_of_a_shard"] == pytest.approx(0.5, abs=1e-3)
 
-    fit = summary["fit"]
-    assert fit["intercept_ms_per_second"]["daemon"] == pytest.approx(40, abs=0.01)
-    assert fit["ms_per_1000_rides"]["pod"] == pytest.approx(50, abs=0.01)
-    # (1000 - 0) / ((40 + 8) / 4 + 50 * 1000 / 1000) = 1000 / 62
-    assert fit["shards_per_core"]["shards_per_core"] == pytest.approx(1000 / 62, abs=0.05)
+
+def test_the_highest_rate_sustained_is_the_highest_kept_even_if_a_higher_latency_rate_ran_after():
+    windows = {rate: _window(rate, {"daemon": 0.05}) for rate in (100, 200, 500)}
+    phases = [
+        {"rate": 100, "put_rate": 100, "drain_seconds": 0.5, "sustained": True},
+        {"rate": 200, "put_rate": 199, "drain_seconds": 0.6, "sustained": True},
+        {"rate": 500, "put_rate": 230, "drain_seconds": 4.0, "sustained": False},
+    ]
+
+    summary = pod_cpu_summary(4, _window(0, {"daemon": 0.03}), windows, phases)
+
     assert summary["highest_rate_sustained"] == 200
-    # Above idle at 100 rides/s: the daemon's 42 ms/s less its idle 30 ms/s, over 100 rides/s = 120 ms per 1,000.
-    assert summary["rates"]["100"]["ms_per_1000_rides_above_idle"]["daemon"] == pytest.approx(120, abs=0.01)
+    # Above idle at 100 rides/s: the daemon's 50 ms/s less its idle 30 ms/s, over 100 rides/s = 200 ms per 1,000.
+    assert summary["rates"]["100"]["ms_per_1000_rides_above_idle"]["daemon"] == pytest.approx(200, abs=0.01)
+
+
+def test_a_latency_figure_is_labelled_with_the_rate_actually_put_when_the_producer_fell_short():
+    run = {
+        "pod_cpu": {
+            "phases": [
+                {"rate": 100, "put_rate": 99.6, "drain_seconds": 0.4, "sustained": True},
+                {"rate": 500, "put_rate": 212.4, "drain_seconds": 9.0, "sustained": False},
+            ]
+        }
+    }
+
+    assert rate_label(run, "100") == "100 rides/s"
+    assert rate_label(run, "500") == "500 rides/s asked, 212 put"

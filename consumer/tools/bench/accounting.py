@@ -9,7 +9,7 @@ from typing import Any
 
 import psutil
 
-__all__ = ["ROLES", "CpuShare", "cpu_seconds", "per_shard", "pod_memory", "pod_processes"]
+__all__ = ["ROLES", "ROLE_LABELS", "CpuShare", "cpu_seconds", "per_shard", "pod_memory", "pod_processes"]
 
 
 def cpu_seconds(process: psutil.Process) -> float:
@@ -53,6 +53,14 @@ def _memory(process: psutil.Process) -> dict[str, Any]:
 
 #: The pod's processes by role, in the order the reports show them.
 ROLES = ("launcher", "daemon", "fork_server", "record_processors", "workers")
+#: How the charts and tables name each role.
+ROLE_LABELS = {
+    "launcher": "launcher",
+    "daemon": "daemon (java)",
+    "fork_server": "fork server",
+    "record_processors": "record processors",
+    "workers": "workers",
+}
 
 
 def pod_processes(launcher_pid: int) -> dict[str, list[psutil.Process]]:

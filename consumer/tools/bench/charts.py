@@ -8,24 +8,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from consumer.tools.bench.accounting import ROLES
+from consumer.tools.bench.accounting import ROLE_LABELS, ROLES
+from consumer.tools.bench.pod_cpu import rate_label
 
 __all__ = ["CHARTS", "charts_of", "draw_charts"]
 
 #: Each chart's name (the file is ``<prefix>-<name>.png``) and what it shows (the page's alt text).
 CHARTS = {
     "latency": "Latency from put to prediction on the daemon, share of rides under each latency, per rate and mode",
-    "cpu": "The pod's CPU by process: idle, and per 1,000 rides above idle at each rate",
+    "cpu": "The pod's CPU by process: idle and at each rate put, and one shard at the write limit",
     "memory": "The pod's memory by process (PSS), with the fork server and with plain processes",
 }
 
-_LABELS = {
-    "launcher": "launcher",
-    "daemon": "daemon (java)",
-    "fork_server": "fork server",
-    "record_processors": "record processors",
-    "workers": "workers",
-}
 _SIZE = (7.5, 3.6)
 _DPI = 90
 
@@ -52,7 +46,7 @@ def _latency(report: dict[str, Any], path: Path) -> Path:
         for rate, curve in run["latency_percentiles_ms"].items():
             if curve:
                 style = "-" if mode == "fork_server" else "--"
-                axes.plot(curve, [p / 100 for p in range(len(curve))], style, label=f"{mode}, {rate} rides/s")
+                axes.plot(curve, [p / 100 for p in range(len(curve))], style, label=f"{mode}, {rate_label(run, rate)}")
     axes.set_xscale("log")
     axes.set_xlabel("put -> prediction (ms, log scale)")
     axes.set_ylabel("share of rides")
@@ -65,32 +59,37 @@ def _latency(report: dict[str, Any], path: Path) -> Path:
 def _stacked(axes: Any, labels: list[str], by_role: list[dict[str, float]]) -> None:
     bottoms = [0.0] * len(labels)
     for role in ROLES:
-        values = [max(0.0, figures.get(role, 0.0)) for figures in by_role]
-        axes.bar(labels, values, bottom=bottoms, label=_LABELS[role])
+        values = [figures.get(role, 0.0) for figures in by_role]
+        axes.bar(labels, values, bottom=bottoms, label=ROLE_LABELS[role])
         bottoms = [b + v for b, v in zip(bottoms, values, strict=True)]
     axes.tick_params(axis="x", labelsize="small")
 
 
 def _cpu(report: dict[str, Any], path: Path) -> Path:
+    """Left: the pod's CPU per second by process, idle and at each rate put (the fork server's run, as in
+    production). Right: what one shard at the write limit costs by process, from the write-limit run."""
     figure = _figure()
-    idle_axes, rides_axes = figure.subplots(1, 2, width_ratios=(1, 2))
-    runs = report["daemon"]
-    _stacked(
-        idle_axes,
-        [mode.replace("_", "\n") for mode in runs],
-        [run["pod_cpu"]["idle"]["ms_per_second"] for run in runs.values()],
-    )
-    idle_axes.set_ylabel("ms of CPU per second")
-    idle_axes.set_title("idle, leases held", fontsize="medium")
-    labels, figures = [], []
-    for mode, run in runs.items():
-        for rate, window in run["pod_cpu"]["rates"].items():
-            labels.append(f"{'fork' if mode == 'fork_server' else 'plain'}\n{rate}/s")
-            figures.append(window["ms_per_1000_rides_above_idle"])
-    _stacked(rides_axes, labels, figures)
-    rides_axes.set_ylabel("ms of CPU per 1,000 rides")
-    rides_axes.set_title("per 1,000 rides, above idle", fontsize="medium")
-    rides_axes.legend(fontsize="x-small")
+    rates_axes, shard_axes = figure.subplots(1, 2, width_ratios=(3, 1))
+    run = report["daemon"].get("fork_server") or next(iter(report["daemon"].values()))
+    cpu = run["pod_cpu"]
+    labels = ["idle"] + [f"{cpu['rates'][str(p['rate'])]['rides_per_second']:,.0f}/s" for p in cpu["phases"]]
+    figures = [cpu["idle"]["ms_per_second"]] + [cpu["rates"][str(p["rate"])]["ms_per_second"] for p in cpu["phases"]]
+    _stacked(rates_axes, labels, figures)
+    rates_axes.set_xlabel(f"rides per second put ({cpu['shards']} shards, polled every 250 ms)")
+    rates_axes.set_ylabel("ms of CPU per second")
+    rates_axes.set_title("the pod, by rate", fontsize="medium")
+    rates_axes.legend(fontsize="x-small")
+    limit = run.get("write_limit")
+    if limit is not None:
+        shards = limit["shards"]
+        idle = limit["idle"]["ms_per_second"]
+        above = limit["window"]["ms_per_1000_rides_above_idle"]
+        per_role = {role: idle[role] / shards + above[role] * limit["write_limit_per_shard"] / 1000 for role in ROLES}
+        _stacked(shard_axes, [f"{limit['write_limit_per_shard']:,} rides/s"], [per_role])
+        shard_axes.set_ylabel("ms of CPU per second")
+        shard_axes.set_title(
+            f"one shard at the limit:\n{limit['shards_per_core']['shards_per_core']:.0f} per core", fontsize="medium"
+        )
     return _save(figure, path)
 
 

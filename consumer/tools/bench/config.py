@@ -30,9 +30,13 @@ class BenchConfig:
     latency_rates: tuple[int, ...] = (100, 500)  # rides per second put on the input stream, one phase each
     # Then rates from low to high, one phase each, until one is not sustained (the emulator's ceiling with the pod
     # on this machine; pod_cpu.sustained). None of them is a latency rate.
-    ceiling_rates: tuple[int, ...] = (150, 200, 300, 400, 600, 800, 1_000)
-    warmup_seconds: float = 20.0  # rides at the first latency rate before any phase (the JVM's JIT), not measured
-    idle_seconds: float = 20.0  # the pod's idle CPU (leases held, no rides), after the phases
+    ceiling_rates: tuple[int, ...] = (50, 150, 200, 250, 300, 400, 600, 800, 1_000)
+    warmup_seconds: float = 40.0  # rides at the first latency rate before any phase (the JVM's JIT), not measured
+    idle_seconds: float = 30.0  # the pod's idle CPU (leases held, no rides), after the phases
+    # The write-limit run (bench.limit): rides put before the pod starts, and how many of them go unmeasured first.
+    limit_backlog: int = 32_000
+    limit_warmup: int = 8_000
+    limit_idle_seconds: float = 60.0
     small_model: bool = False  # True: 20 trees on 20,000 trips (quick); False: the demo's 100-tree model
     batch_repeats: tuple[int, ...] = (1, 8)  # the month file as it is, and its rows 8 times over (`score`)
     web_rates: tuple[int, ...] = (100, 500, 1000)  # requests per second, one phase each (`serve`, vegeta)
@@ -57,6 +61,9 @@ class BenchConfig:
             ceiling_rates=(300,),
             warmup_seconds=3.0,
             idle_seconds=3.0,
+            limit_backlog=3_000,
+            limit_warmup=1_000,
+            limit_idle_seconds=3.0,
             small_model=True,
             batch_repeats=(1,),
             web_rates=(200,),

@@ -3,21 +3,23 @@ server and without. Latency quantiles from a ride's arrival on the input stream 
 output stream (both stamped by the emulator), each shard's steps from its lease to its first prediction written,
 the CPU the emulator and the consumer use meanwhile, and the memory of every process of the pod.
 
-The phases: a warm-up (not measured), each of ``latency_rates``, each of ``ceiling_rates`` from low to high until one
-is not sustained, then an idle window; the pod's CPU by process in each (:mod:`~consumer.tools.bench.pod_cpu`)."""
+The phases: a warm-up (not measured), then the rates of ``latency_rates`` and ``ceiling_rates`` from low to high (a
+ceiling rate only while every rate before it was sustained), then an idle window; the pod's CPU by process in each
+(:mod:`~consumer.tools.bench.pod_cpu`). Then, with the fork server, the pod at the write limit's batches
+(:mod:`~consumer.tools.bench.limit`)."""
 
 from __future__ import annotations
 
 import threading
 import time
-import uuid
-from collections.abc import Callable
 from typing import Any
 
 from consumer.tools.bench import kcl_log
 from consumer.tools.bench.accounting import CpuShare, per_shard, pod_memory
 from consumer.tools.bench.config import BenchConfig, say
+from consumer.tools.bench.limit import write_limit_run
 from consumer.tools.bench.model import BenchModel
+from consumer.tools.bench.pod import BenchPod
 from consumer.tools.bench.pod_cpu import PodCpu, pod_cpu_summary, sustained
 from consumer.tools.bench.rides import Rides
 from consumer.tools.bench.stats import percentiles, quantiles
@@ -56,84 +58,61 @@ class _Producer:
             time.sleep(max(0.0, next_tick - time.monotonic()))
 
 
+def _phase_rates(config: BenchConfig) -> list[int]:
+    """Every rate, low to high: the emulator slows as its streams fill, so a low rate measured after a high one
+    would be measured on a slower emulator."""
+    return sorted({*config.latency_rates, *config.ceiling_rates})
+
+
 def _daemon_run(
     config: BenchConfig, stack: Any, model: BenchModel, rides: Rides, *, fork_server: bool
 ) -> dict[str, Any]:
-    from consumer.tools.harness import ConsumerProcess, consumer_env, wait_for
-    from consumer.tools.replay import put_payloads
-    from consumer.tools.tail import StreamReader, read_all
+    from consumer.tools.tail import read_all
 
-    phase_rates = (*config.latency_rates, *config.ceiling_rates)
-    suffix = uuid.uuid4().hex[:6]
-    names = {"input": f"bench-rides-{suffix}", "out": f"bench-predictions-{suffix}", "dead": f"bench-dead-{suffix}"}
-    stack.create_stream(names["input"], config.daemon_shards)
-    stack.create_stream(names["out"], 1)
-    stack.create_stream(names["dead"], 1)
-    client = stack.kinesis_client()
-    preload = rides.cycle(50 * config.daemon_shards, start_id=1)
-    put_payloads(client, names["input"], preload)
-    work = config.work_dir / f"daemon-{suffix}"
-    env = consumer_env(
-        stack.env(),
-        input_stream=names["input"],
-        predictions_stream=names["out"],
-        dead_letter_stream=names["dead"],
-        model_uri=model.uri,
-        tracking_uri=model.tracking_uri,
-        application_name=f"bench-{suffix}",
-        work_dir=work,
-        extra={"SHARD_FORK_SERVER": "true" if fork_server else "false", "MODEL_CACHE_DIR": str(model.prepared.parent)},
-    )
+    phase_rates = _phase_rates(config)
     mode = "fork server" if fork_server else "plain processes"
+    pod = BenchPod(
+        stack,
+        model,
+        config.work_dir,
+        purpose="bench",
+        shards=config.daemon_shards,
+        settings={"SHARD_FORK_SERVER": "true" if fork_server else "false"},
+    )
+    preload = rides.cycle(50 * config.daemon_shards, start_id=1)
+    pod.put(preload)
     say(f"daemon ({mode}, {config.daemon_shards} shards): waiting for the first leases (~30 s)")
-    consumer = ConsumerProcess(env, work / "consumer.log").start()
-    outputs = StreamReader(client, names["out"])
-    predictions: list[Any] = []
-    expected = len(preload)
-    try:
-
-        def drained(expected: int) -> Callable[[], bool]:
-            def check() -> bool:
-                predictions.extend(outputs.poll())
-                if not consumer.running():
-                    raise RuntimeError(f"the consumer exited:\n{consumer.tail()}")
-                return len(predictions) >= expected
-
-            return check
-
-        if not wait_for(drained(len(preload)), timeout=240, interval=0.2):
-            raise RuntimeError(f"the preloaded rides did not all come out:\n{consumer.tail()}")
+    with pod:
+        pod.wait_out(len(preload), "the preloaded rides")
         say(f"daemon ({mode}): warming up at {config.latency_rates[0]} rides/s for {config.warmup_seconds:g} s")
         warmup = rides.cycle(int(config.latency_rates[0] * config.warmup_seconds), start_id=len(preload) + 1)
-        _Producer(client, names["input"], warmup, config.latency_rates[0]).start().join()
-        expected += len(warmup)
-        if not wait_for(drained(expected), timeout=240, interval=0.2):
-            raise RuntimeError(f"the warm-up's rides did not all come out:\n{consumer.tail()}")
+        _Producer(pod.client, pod.input, warmup, config.latency_rates[0]).start().join()
+        expected = len(preload) + len(warmup)
+        pod.wait_out(expected, "the warm-up's rides")
         memory: dict[str, Any] = {}
         cpu_share: dict[str, dict[str, float]] = {}
         windows: dict[int, dict[str, Any]] = {}
         phases: list[dict[str, Any]] = []
         for phase, rate in enumerate(phase_rates, start=1):
-            if phase > len(config.latency_rates) + 1 and not phases[-1]["sustained"]:
-                break  # the ceiling's rates go up until one is not sustained
+            if rate not in config.latency_rates and not all(row["sustained"] for row in phases):
+                continue  # past the ceiling: only the latency rates still run
             say(f"daemon ({mode}): {rate} rides/s for {config.latency_seconds:g} s")
             count = int(rate * config.latency_seconds)
-            producer = _Producer(client, names["input"], rides.cycle(count, start_id=phase * _PHASE_IDS), rate)
-            busy = CpuShare({"kinesis-local": stack.pids["kinesis-local"], "consumer": consumer.process.pid})  # type: ignore[union-attr]
-            pod = PodCpu(consumer.process.pid)  # type: ignore[union-attr]
+            producer = _Producer(pod.client, pod.input, rides.cycle(count, start_id=phase * _PHASE_IDS), rate)
+            busy = CpuShare({"kinesis-local": stack.pids["kinesis-local"], "consumer": pod.pid})
+            cpu = PodCpu(pod.pid)
             phase_started = time.monotonic()
             producer.start()
             time.sleep(config.latency_seconds / 2)
             if rate == max(config.latency_rates):
-                memory = pod_memory(consumer.process.pid)  # type: ignore[union-attr]
+                memory = pod_memory(pod.pid)
             producer.join()
             put_seconds = time.monotonic() - phase_started
-            if phase <= len(config.latency_rates):
+            if rate in config.latency_rates:
                 cpu_share[str(rate)] = busy.shares()
             expected += count
-            if not wait_for(drained(expected), timeout=240, interval=0.2):
-                raise RuntimeError(f"not every ride came out ({len(predictions)}):\n{consumer.tail()}")
-            windows[rate] = pod.window(rides=count)
+            pod.wait_out(expected, f"{rate} rides/s")
+            windows[rate] = cpu.window(rides=count)
             drain_seconds = time.monotonic() - phase_started - put_seconds
             put_rate = count / put_seconds
             phases.append(
@@ -145,16 +124,15 @@ def _daemon_run(
                 }
             )
         say(f"daemon ({mode}): idle for {config.idle_seconds:g} s (the pod's CPU by process)")
-        idle = PodCpu(consumer.process.pid)  # type: ignore[union-attr]
+        idle = PodCpu(pod.pid)
         time.sleep(config.idle_seconds)
         idle_window = idle.window(rides=0)
-    finally:
-        consumer.stop(timeout=60)
-    put = read_all(client, names["input"], expect=expected, timeout=120)
-    inputs = {record.sequence_number: record for record in put}
+    inputs = {
+        record.sequence_number: record for record in read_all(pod.client, pod.input, expect=expected, timeout=120)
+    }
     latencies: dict[int, list[float]] = {rate: [] for rate in phase_rates}
     first: dict[str, float] = {}
-    for item in predictions:
+    for item in pod.predictions:
         shard, sequence, _ = item.event["event_id"].split(":")
         arrived = item.arrival.timestamp()
         first[shard] = min(first.get(shard, arrived), arrived)
@@ -164,7 +142,7 @@ def _daemon_run(
             latencies[rate].append(1000 * (arrived - inputs[sequence].arrival.timestamp()))
     for row in phases:
         row["latency_ms"] = quantiles(latencies[row["rate"]])
-    log = work / "consumer.log"
+    log = pod.work / "consumer.log"
     initialized = {e["shard_id"]: kcl_log.seconds(e["timestamp"]) for e in kcl_log.log_events(log, "shard_initialized")}
     to_first = {shard: round(first[shard] - at, 3) for shard, at in initialized.items() if shard in first}
     leased = kcl_log.daemon_times(log, kcl_log.LEASE_TAKEN)
@@ -194,7 +172,10 @@ def _daemon_run(
 
 
 def daemon_section(config: BenchConfig, stack: Any, model: BenchModel, rides: Rides) -> dict[str, Any]:
-    return {
+    runs = {
         ("fork_server" if mode else "plain_processes"): _daemon_run(config, stack, model, rides, fork_server=mode)
         for mode in config.daemon_modes
     }
+    if "fork_server" in runs:
+        runs["fork_server"]["write_limit"] = write_limit_run(config, stack, model, rides)
+    return runs

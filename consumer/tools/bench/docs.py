@@ -72,13 +72,20 @@ are at the end of this page, and its whole report, runs included, is [performanc
 - **The pod's CPU by process** (`daemon.*.pod_cpu`): user plus system CPU-seconds of each process of the pod (the
   launcher, the daemon (java), the fork server, the record processors, the workers), read from `/proc/<pid>/stat`
   at the start and the end of each window. After a warm-up that is not measured (the JVM compiles its hot code),
-  one window per rate, from the first put to the last prediction out: the latency rates, then rates from low to
-  high until one is not sustained (the put rate under 95 % of the rate asked, or the last prediction more than
-  {drain:g} s after the last put): the highest rate the emulator and the pod sustain together on this machine; then
-  an idle window (the leases held, no rides put). Per 1,000 rides above idle: the window's CPU less the idle CPU for
-  as long, divided by its rides. The line through the rate windows (least squares, role by role, ms of CPU per
-  second against the rides per second achieved) splits what reading the shards costs at any rate (its intercept:
-  polling, leases, each batch's fixed cost) from what the rides cost (its slope).
+  one window per rate, from the first put to the last prediction out, the rates from low to high (the emulator
+  slows as its streams fill): the latency rates, and the ceiling's rates while every rate before was sustained (the
+  put rate at least 95 % of the rate asked, and the last prediction out at most {drain:g} s after the last put);
+  then an idle window (the leases held, no rides put). Per 1,000 rides above idle: the window's CPU less the idle
+  CPU for as long, divided by its rides. A latency figure at a rate the producer could not put says the rate it did
+  put: the emulator (one Node process) is the ceiling here, not the pod.
+- **The pod at the write limit** (`daemon.fork_server.write_limit`): what the shards per core come from. A shard at
+  1,000 records/s brings, with the production settings (one GetRecords a second, up to 1,000 records each), batches
+  of about 1,000 rides; the batches of the rates above (a few to a few dozen rides, polled every 250 ms) say little
+  about them, and the emulator cannot put or serve 1,000 records/s per shard here. So a backlog of rides is put on
+  fresh streams first, and a pod with the fork server and the production settings (the JVM's options included)
+  reads it in full batches at whatever pace the emulator gives: after a first part unmeasured, the pod's CPU by
+  process until the last prediction is out, the batches' sizes from its own metrics, then an idle window with the
+  same settings.
 - **The batch command** (`batch`): `python -m consumer score` on the January 2022 file as it is and with its rows
   repeated 8 times, the real command in a subprocess with the benchmark's model already prepared: rows per second
   and per CPU-second of its scoring (model preparation excluded: its own summary, `--json`), and its peak RSS
@@ -103,12 +110,11 @@ limit costs I / S + C x L / 1,000, so one core keeps up with
 
     N = (1,000 - F) / (I / S + C x L / 1,000)
 
-shards. The daemon's share is its own part of a shard's cost (its I / S plus its C x L / 1,000) over the whole. Two
-estimates: I and F from the idle window with C measured above idle at a rate (the rides of that rate come in small
-batches, since S shards polled every 250 ms split them: each batch's fixed cost lands on few rides, so this errs
-low); and I, F and C from the line through the rate windows (intercept and slope), which counts each batch's fixed
-cost at the polling rate and extrapolates the rides' cost to the write limit (a shard at the limit brings batches
-of about 250 records).
+shards. The daemon's share is its own part of a shard's cost (its I / S plus its C x L / 1,000) over the whole. I
+and F come from the write-limit run's idle window and C from its backlog, above idle. At the limit every poll brings
+records, so a shard's polls are counted in I / S and what their records add in C. The backlog's window lasts
+longer than the same rides would at the limit (the emulator's pace), and the idle cost is taken off for as long,
+so C is what the batches themselves cost.
 
 ## Re-running it
 

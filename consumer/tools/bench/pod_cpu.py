@@ -1,21 +1,21 @@
 """The pod's CPU by process: user plus system CPU-seconds of each process of the pod (utime and stime of
-/proc/<pid>/stat, read through psutil) over measured windows: an idle one (the leases held, no rides put), and one
-per rate the benchmark puts on the input stream, from the first put until the last prediction is out.
+/proc/<pid>/stat, read through psutil) over measured windows: an idle one (the leases held, no rides put), one per
+rate the benchmark puts on the input stream, from the first put until the last prediction is out, and the
+write-limit run's backlog (:mod:`~consumer.tools.bench.limit`).
 
-From them, what 1,000 rides cost each process above its idle cost, and how many shards at AWS's write limit one core
-keeps up with (:func:`shards_per_core`, whose formula docs/performance.md states)."""
+From them, what 1,000 rides cost each process above its idle cost, and from the write-limit run how many shards at
+AWS's write limit one core keeps up with (:func:`shards_per_core`, whose formula docs/performance.md states)."""
 
 from __future__ import annotations
 
 import contextlib
 import math
-import statistics
 import time
 from typing import Any
 
 import psutil
 
-from consumer.tools.bench.accounting import ROLES, cpu_seconds, pod_processes
+from consumer.tools.bench.accounting import ROLE_LABELS, ROLES, cpu_seconds, pod_processes
 
 __all__ = [
     "SHARD_WRITE_LIMIT",
@@ -24,8 +24,10 @@ __all__ = [
     "pod_cpu_goals",
     "pod_cpu_summary",
     "pod_cpu_tables",
+    "rate_label",
     "shards_per_core",
     "sustained",
+    "write_limit_summary",
 ]
 
 #: Records per second one Kinesis shard accepts (AWS's write limit): the most a leased shard can bring.
@@ -39,14 +41,6 @@ SUSTAINED_DRAIN_SECONDS = 5.0
 
 #: The roles a pod pays for whatever its shard count (the rest is counted per leased shard).
 _FIXED_ROLES = ("launcher", "fork_server")
-
-_LABELS = {
-    "launcher": "launcher",
-    "daemon": "daemon (java)",
-    "fork_server": "fork server",
-    "record_processors": "record processors",
-    "workers": "workers",
-}
 
 
 class PodCpu:
@@ -134,50 +128,46 @@ def shards_per_core(
     }
 
 
-def _fit(windows: list[dict[str, Any]], shards: int) -> dict[str, Any] | None:
-    """The line through the rate windows, role by role: ms of CPU per second against rides per second achieved
-    (least squares). Its intercept is the cost while the shards are read at no rate (polling, leases, the fixed cost
-    of each batch: a shard is read every 250 ms whatever its rate), its slope the cost of the rides themselves; the
-    shards per core at the write limit follow from them as from the idle window and the cost above it."""
-    if len({window["rides_per_second"] for window in windows}) < 2:
-        return None
-    rates = [window["rides_per_second"] for window in windows]
-    lines = {
-        role: statistics.linear_regression(rates, [window["ms_per_second"][role] for window in windows])
-        for role in ROLES
-    }
-    intercept = {role: line.intercept for role, line in lines.items()}
-    per_1000 = _rounded({role: 1000 * line.slope for role, line in lines.items()})
-    return {
-        "rides_per_second": rates,
-        "intercept_ms_per_second": _rounded(intercept),
-        "ms_per_1000_rides": per_1000,
-        "shards_per_core": shards_per_core(intercept, per_1000, shards),
-    }
-
-
 def pod_cpu_summary(
     shards: int, idle: dict[str, Any], rates: dict[int, dict[str, Any]], phases: list[dict[str, Any]]
 ) -> dict[str, Any]:
     """The **pod_cpu** figures of a daemon run: the idle window, each rate's window, whether each rate was
-    sustained, the highest one that was, and the shards per core with the cost measured at each rate."""
+    sustained, and the highest one that was."""
     idle_figures = _idle_figures(idle)
-    by_rate = {str(rate): _rate_figures(window, idle_figures) for rate, window in rates.items()}
     kept = [phase["rate"] for phase in phases if phase["sustained"]]
-    highest = max(kept) if kept else None
+    return {
+        "shards": shards,
+        "idle": idle_figures,
+        "rates": {str(rate): _rate_figures(window, idle_figures) for rate, window in rates.items()},
+        "phases": phases,
+        "highest_rate_sustained": max(kept) if kept else None,
+    }
+
+
+def write_limit_summary(shards: int, idle: dict[str, Any], window: dict[str, Any]) -> dict[str, Any]:
+    """The **write_limit** figures: the idle window and the backlog's window with production settings, and from
+    them the shards per core at :data:`SHARD_WRITE_LIMIT` (:func:`shards_per_core`)."""
+    idle_figures = _idle_figures(idle)
+    backlog = _rate_figures(window, idle_figures)
     return {
         "shards": shards,
         "write_limit_per_shard": SHARD_WRITE_LIMIT,
         "idle": idle_figures,
-        "rates": by_rate,
-        "phases": phases,
-        "highest_rate_sustained": highest,
-        "fit": _fit(list(by_rate.values()), shards),
-        "shards_per_core": {
-            rate: shards_per_core(idle_figures["ms_per_second"], figures["ms_per_1000_rides_above_idle"], shards)
-            for rate, figures in by_rate.items()
-        },
+        "window": backlog,
+        "shards_per_core": shards_per_core(
+            idle_figures["ms_per_second"], backlog["ms_per_1000_rides_above_idle"], shards
+        ),
     }
+
+
+def rate_label(run: dict[str, Any], rate: str) -> str:
+    """A latency phase's rate as asked and, when the producer fell short of it (the emulator's answers could not
+    keep up), as achieved: a figure is only ever labelled with the rate it was measured at."""
+    phases = {str(phase["rate"]): phase for phase in run.get("pod_cpu", {}).get("phases", [])}
+    achieved = phases.get(rate, {}).get("put_rate")
+    if achieved is None or achieved >= 0.95 * int(rate):
+        return f"{rate} rides/s"
+    return f"{rate} rides/s asked, {achieved:,.0f} put"
 
 
 def sustained(rate: int, put_rate: float, drain_seconds: float) -> bool:
@@ -191,22 +181,17 @@ def _cells(figures: dict[str, float]) -> str:
 
 
 def pod_cpu_tables(report: dict[str, Any]) -> list[str]:
-    """Each daemon run's CPU by process (idle, then per 1,000 rides above idle at each rate), the shards per core
-    with the cost measured at each rate, and whether each rate was sustained."""
-    header = " | ".join(_LABELS[role] for role in ROLES)
-    lines = [f"| daemon run, window | {header} | pod | pod, idle included |", "|---|" + "---|" * (len(ROLES) + 2)]
-    derived = [
-        "| daemon run, cost measured at | a shard's idle + its 1,000 rides/s (ms/s) | pod's fixed idle (ms/s) | "
-        "shards per core | daemon's share of a shard |",
-        "|---|---|---|---|---|",
-    ]
-    phases = [
-        "| daemon run | rate put (rides/s) | put rate achieved | last prediction after the last put | sustained |",
-        "|---|---|---|---|---|",
-    ]
+    """Each daemon run's CPU by process (idle, then per 1,000 rides at each rate, above idle and with it) and whether
+    each rate was sustained; then the pod at the write limit's batches and the shards per core it gives."""
     measured = {mode: run["pod_cpu"] for mode, run in report["daemon"].items() if "pod_cpu" in run}
     if not measured:
         return ["No figures of the pod's CPU in this report: it predates them (`make bench` measures them)."]
+    header = " | ".join(ROLE_LABELS[role] for role in ROLES)
+    lines = [f"| daemon run, window | {header} | pod | pod, idle included |", "|---|" + "---|" * (len(ROLES) + 2)]
+    phases = [
+        "| daemon run | rate asked (rides/s) | rate put | last prediction after the last put | sustained |",
+        "|---|---|---|---|---|",
+    ]
     for mode, cpu in measured.items():
         lines.append(
             f"| {mode}: idle, {cpu['shards']} shards leased, ms of CPU per second | "
@@ -214,55 +199,54 @@ def pod_cpu_tables(report: dict[str, Any]) -> list[str]:
         )
         for rate, figures in cpu["rates"].items():
             lines.append(
-                f"| {mode}: {rate} rides/s, ms of CPU per 1,000 rides above idle | "
+                f"| {mode}: {rate_label(report['daemon'][mode], rate)}, ms of CPU per 1,000 rides above idle | "
                 f"{_cells(figures['ms_per_1000_rides_above_idle'])} | {figures['ms_per_1000_rides']['pod']:,.1f} |"
-            )
-            per_core = cpu["shards_per_core"][rate]
-            derived.append(
-                f"| {mode}: {rate} rides/s | {per_core['shard_idle_ms_per_second']:.1f} + "
-                f"{per_core['shard_rides_ms_per_second']:.1f} = {per_core['shard_ms_per_second']:.1f} | "
-                f"{per_core['pod_fixed_ms_per_second']:.1f} | {per_core['shards_per_core']:.1f} | "
-                f"{per_core['daemon_share_of_a_shard']:.0%} |"
-            )
-        fit = cpu["fit"]
-        if fit is not None:
-            lines.append(
-                f"| {mode}: line through the rates, ms of CPU per 1,000 rides (slope) | "
-                f"{_cells(fit['ms_per_1000_rides'])} | - |"
-            )
-            lines.append(
-                f"| {mode}: line through the rates, ms of CPU per second at no rate (intercept) | "
-                f"{_cells(fit['intercept_ms_per_second'])} | - |"
-            )
-            per_core = fit["shards_per_core"]
-            derived.append(
-                f"| {mode}: line through the rates | {per_core['shard_idle_ms_per_second']:.1f} + "
-                f"{per_core['shard_rides_ms_per_second']:.1f} = {per_core['shard_ms_per_second']:.1f} | "
-                f"{per_core['pod_fixed_ms_per_second']:.1f} | {per_core['shards_per_core']:.1f} | "
-                f"{per_core['daemon_share_of_a_shard']:.0%} |"
             )
         for phase in cpu["phases"]:
             phases.append(
                 f"| {mode} | {phase['rate']:,} | {phase['put_rate']:,.0f} | {phase['drain_seconds']:.1f} s | "
                 f"{'yes' if phase['sustained'] else 'no'} |"
             )
-    return [*lines, "", *derived, "", *phases]
+    return [*lines, "", *phases, "", *_write_limit_table(report)]
+
+
+def _write_limit(report: dict[str, Any]) -> dict[str, Any] | None:
+    run = report["daemon"].get("fork_server") or {}
+    limit: dict[str, Any] | None = run.get("write_limit")
+    return limit
+
+
+def _write_limit_table(report: dict[str, Any]) -> list[str]:
+    limit = _write_limit(report)
+    if limit is None:
+        return ["No write-limit run in this report: it predates it (`make bench` measures it)."]
+    header = " | ".join(ROLE_LABELS[role] for role in ROLES)
+    window, per_core = limit["window"], limit["shards_per_core"]
+    shards = limit["shards"]
+    return [
+        f"The pod at the write limit's batches (fork server, production settings; {limit['batches']:,} batches of "
+        f"{limit['mean_batch_records']:,.0f} records on average, {window['rides']:,} rides measured after "
+        f"{limit['warmup_rides']:,} unmeasured, {window['rides_per_second']:,.0f} rides/s: the emulator's pace):",
+        "",
+        f"| window | {header} | pod |",
+        "|---|" + "---|" * (len(ROLES) + 1),
+        f"| idle, {shards} shards leased, polled once a second, ms of CPU per second | "
+        f"{_cells(limit['idle']['ms_per_second'])} |",
+        f"| the backlog, ms of CPU per 1,000 rides above idle | {_cells(window['ms_per_1000_rides_above_idle'])} |",
+        "",
+        "| F: the pod's fixed cost (ms/s) | I / S: a shard's idle cost (ms/s) | C x L / 1,000: its rides at the "
+        "limit (ms/s) | a shard at the limit (ms/s) | shards per core | the daemon's share of a shard |",
+        "|---|---|---|---|---|---|",
+        f"| {per_core['pod_fixed_ms_per_second']:.1f} | {per_core['shard_idle_ms_per_second']:.1f} | "
+        f"{per_core['shard_rides_ms_per_second']:.1f} | {per_core['shard_ms_per_second']:.1f} | "
+        f"{per_core['shards_per_core']:.1f} | {per_core['daemon_share_of_a_shard']:.0%} |",
+    ]
 
 
 def pod_cpu_goals(report: dict[str, Any]) -> list[tuple[str, float | None, float, str]]:
-    """The shards per core goal (the fork server's run, as in production): from the line through the measured rates,
-    and from the cost measured at the highest rate sustained (small batches: an estimate that errs low)."""
-    run = report["daemon"].get("fork_server") or next(iter(report["daemon"].values()))
-    cpu = run.get("pod_cpu")
-    if cpu is None:
+    """The shards per core goal, from the write-limit run (none in a report that predates it)."""
+    limit = _write_limit(report)
+    if limit is None:
         return []
     name = f"shards at {SHARD_WRITE_LIMIT:,} rides/s per core, the pod's CPU (daemon included)"
-    rows: list[tuple[str, float | None, float, str]] = []
-    if cpu["fit"] is not None:
-        fitted = cpu["fit"]["shards_per_core"]["shards_per_core"]
-        rows.append((f"{name}, line through the measured rates", math.floor(fitted), GOAL_SHARDS_PER_CORE, ">="))
-    highest = cpu["highest_rate_sustained"]
-    if highest is not None:
-        at_highest = cpu["shards_per_core"][str(highest)]["shards_per_core"]
-        rows.append((f"{name}, cost at {highest} rides/s", math.floor(at_highest), GOAL_SHARDS_PER_CORE, ">="))
-    return rows
+    return [(name, math.floor(limit["shards_per_core"]["shards_per_core"]), GOAL_SHARDS_PER_CORE, ">=")]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from consumer.tools.bench.pod_cpu import pod_cpu_goals, pod_cpu_tables
+from consumer.tools.bench.pod_cpu import pod_cpu_goals, pod_cpu_tables, rate_label
 
 __all__ = [
     "SECTIONS",
@@ -79,7 +79,12 @@ def goals(report: dict[str, Any]) -> list[dict[str, Any]]:
             ">=",
         ),
         *(
-            (f"latency put -> prediction p99 at {rate} rides/s (ms, polling 250 ms)", latency["p99"], GOAL_P99_MS, "<=")
+            (
+                f"latency put -> prediction p99 at {rate_label(daemon, rate)} (ms, polling 250 ms)",
+                latency["p99"],
+                GOAL_P99_MS,
+                "<=",
+            )
             for rate, latency in daemon["latency_ms"].items()
         ),
         ("memory per additional leased shard, USS (MB)", daemon["per_shard"]["uss_mb"], GOAL_SHARD_MB, "<="),
@@ -220,7 +225,7 @@ def _daemon_rows(mode: str, run: dict[str, Any]) -> list[str]:
     for rate, latency in run["latency_ms"].items():
         busy = run["cpu_cores_busy_while_producing"].get(rate, {})
         lines.append(
-            f"| daemon ({mode}): latency put -> prediction at {rate} rides/s | p50 {latency['p50']:.0f} ms, "
+            f"| daemon ({mode}): latency put -> prediction at {rate_label(run, rate)} | p50 {latency['p50']:.0f} ms, "
             f"p90 {latency['p90']:.0f} ms, p99 {latency['p99']:.0f} ms, max {latency['max']:.0f} ms "
             f"({latency['count']} rides); CPU cores busy: kinesis-local {busy.get('kinesis-local', 0):.2f}, "
             f"the consumer's processes {busy.get('consumer', 0):.2f} |"
