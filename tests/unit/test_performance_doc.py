@@ -89,8 +89,9 @@ def test_the_page_states_the_shards_per_core_formula_and_each_runs_cpu_by_proces
         "settings": {},
         "backlog": 24_000,
         "warmup_rides": 8_000,
-        "batches": 64,
-        "mean_batch_records": 250.0,
+        "batches": 16,
+        "batch_records": 16_000,
+        "mean_batch_records": 1_000.0,
         **write_limit_summary(4, _window(0), _window(800)),
     }
     source = tmp_path / "bench.json"

@@ -61,7 +61,7 @@ class BenchConfig:
             ceiling_rates=(300,),
             warmup_seconds=3.0,
             idle_seconds=3.0,
-            limit_backlog=3_000,
+            limit_backlog=4_000,
             limit_warmup=1_000,
             limit_idle_seconds=3.0,
             small_model=True,

@@ -64,15 +64,12 @@ def _phase_rates(config: BenchConfig) -> list[int]:
     return sorted({*config.latency_rates, *config.ceiling_rates})
 
 
-def _daemon_run(
-    config: BenchConfig, stack: Any, model: BenchModel, rides: Rides, *, fork_server: bool
-) -> dict[str, Any]:
+def _daemon_run(config: BenchConfig, model: BenchModel, rides: Rides, *, fork_server: bool) -> dict[str, Any]:
     from consumer.tools.tail import read_all
 
     phase_rates = _phase_rates(config)
     mode = "fork server" if fork_server else "plain processes"
     pod = BenchPod(
-        stack,
         model,
         config.work_dir,
         purpose="bench",
@@ -80,9 +77,10 @@ def _daemon_run(
         settings={"SHARD_FORK_SERVER": "true" if fork_server else "false"},
     )
     preload = rides.cycle(50 * config.daemon_shards, start_id=1)
-    pod.put(preload)
-    say(f"daemon ({mode}, {config.daemon_shards} shards): waiting for the first leases (~30 s)")
     with pod:
+        pod.put(preload)
+        say(f"daemon ({mode}, {config.daemon_shards} shards): waiting for the first leases (~30 s)")
+        pod.start()
         pod.wait_out(len(preload), "the preloaded rides")
         say(f"daemon ({mode}): warming up at {config.latency_rates[0]} rides/s for {config.warmup_seconds:g} s")
         warmup = rides.cycle(int(config.latency_rates[0] * config.warmup_seconds), start_id=len(preload) + 1)
@@ -99,7 +97,7 @@ def _daemon_run(
             say(f"daemon ({mode}): {rate} rides/s for {config.latency_seconds:g} s")
             count = int(rate * config.latency_seconds)
             producer = _Producer(pod.client, pod.input, rides.cycle(count, start_id=phase * _PHASE_IDS), rate)
-            busy = CpuShare({"kinesis-local": stack.pids["kinesis-local"], "consumer": pod.pid})
+            busy = CpuShare({"kinesis-local": pod.emulator_pid, "consumer": pod.pid})
             cpu = PodCpu(pod.pid)
             phase_started = time.monotonic()
             producer.start()
@@ -127,9 +125,9 @@ def _daemon_run(
         idle = PodCpu(pod.pid)
         time.sleep(config.idle_seconds)
         idle_window = idle.window(rides=0)
-    inputs = {
-        record.sequence_number: record for record in read_all(pod.client, pod.input, expect=expected, timeout=120)
-    }
+        pod.consumer.stop(timeout=60)
+        put = read_all(pod.client, pod.input, expect=expected, timeout=120)
+    inputs = {record.sequence_number: record for record in put}
     latencies: dict[int, list[float]] = {rate: [] for rate in phase_rates}
     first: dict[str, float] = {}
     for item in pod.predictions:
@@ -171,11 +169,11 @@ def _daemon_run(
     }
 
 
-def daemon_section(config: BenchConfig, stack: Any, model: BenchModel, rides: Rides) -> dict[str, Any]:
+def daemon_section(config: BenchConfig, model: BenchModel, rides: Rides) -> dict[str, Any]:
     runs = {
-        ("fork_server" if mode else "plain_processes"): _daemon_run(config, stack, model, rides, fork_server=mode)
+        ("fork_server" if mode else "plain_processes"): _daemon_run(config, model, rides, fork_server=mode)
         for mode in config.daemon_modes
     }
     if "fork_server" in runs:
-        runs["fork_server"]["write_limit"] = write_limit_run(config, stack, model, rides)
+        runs["fork_server"]["write_limit"] = write_limit_run(config, model, rides)
     return runs

@@ -84,8 +84,9 @@ are at the end of this page, and its whole report, runs included, is [performanc
   about them, and the emulator cannot put or serve 1,000 records/s per shard here. So a backlog of rides is put on
   fresh streams first, and a pod with the fork server and the production settings (the JVM's options included)
   reads it in full batches at whatever pace the emulator gives: after a first part unmeasured, the pod's CPU by
-  process until the last prediction is out, the batches' sizes from its own metrics, then an idle window with the
-  same settings.
+  process until its metrics count the whole backlog, then an idle window with the same settings. The window's
+  rides are the batches finished in it, from the pod's own metrics, less one batch per shard (those in flight
+  when it opened, part of whose CPU was spent before): the cost per ride errs high, the shards per core low.
 - **The batch command** (`batch`): `python -m consumer score` on the January 2022 file as it is and with its rows
   repeated 8 times, the real command in a subprocess with the benchmark's model already prepared: rows per second
   and per CPU-second of its scoring (model preparation excluded: its own summary, `--json`), and its peak RSS

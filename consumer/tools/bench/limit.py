@@ -60,37 +60,42 @@ def _batches(metrics_url: str | None) -> tuple[float, float]:
     return count, records
 
 
-def write_limit_run(config: BenchConfig, stack: Any, model: BenchModel, rides: Rides) -> dict[str, Any]:
+def write_limit_run(config: BenchConfig, model: BenchModel, rides: Rides) -> dict[str, Any]:
+    """The pod on a backlog with the production settings; the window's rides are the records of the batches the pod
+    finished in it (its own metrics) less one batch per shard: those in flight when it opened, part of whose CPU was
+    spent before. So the cost per ride errs high, and the shards per core low."""
     from consumer.tools.harness import wait_for
 
     settings = _production_settings()
     shards = config.daemon_shards
-    pod = BenchPod(stack, model, config.work_dir, purpose="limit", shards=shards, settings=settings)
-    say(f"write limit: putting a backlog of {config.limit_backlog:,} rides on {shards} shards")
-    pod.put(rides.cycle(config.limit_backlog, start_id=1))
-    with pod:
+    with BenchPod(model, config.work_dir, purpose="limit", shards=shards, settings=settings) as pod:
+        say(f"write limit: putting a backlog of {config.limit_backlog:,} rides on {shards} shards")
+        pod.put(rides.cycle(config.limit_backlog, start_id=1))
+        pod.start()
         say(f"write limit: the pod reads it in batches of up to {settings['KCL_MAX_RECORDS']}; warming up")
-        pod.wait_out(config.limit_warmup, "the write limit's warm-up", timeout=600)
-        url = pod.consumer.metrics_url()
-        batches_before, records_before = _batches(url)
+        url = wait_for(pod.consumer.metrics_url, timeout=120)
+        if not wait_for(lambda: _batches(url)[1] >= config.limit_warmup, timeout=600, interval=0.5):
+            raise RuntimeError(f"the write limit's warm-up did not end:\n{pod.consumer.tail()}")
         cpu = PodCpu(pod.pid)
-        out_before = len(pod.predictions)
+        batches_before, records_before = _batches(url)
         pod.wait_out(config.limit_backlog, "the write limit's backlog", timeout=900)
-        measured = len(pod.predictions) - out_before
-        # A batch's metrics are counted once it is checkpointed, just after its predictions are out.
-        wait_for(lambda: _batches(url)[1] - records_before >= measured, timeout=30, interval=0.2)
-        window = cpu.window(rides=measured)
+        # A batch is counted once checkpointed, just after its predictions are out.
+        if not wait_for(lambda: _batches(url)[1] >= config.limit_backlog, timeout=30, interval=1.0):
+            raise RuntimeError(f"the pod's metrics do not count the whole backlog:\n{pod.consumer.tail()}")
         batches_after, records_after = _batches(url)
+        batches = batches_after - batches_before
+        mean_batch = (records_after - records_before) / batches if batches else 0.0
+        window = cpu.window(rides=int(records_after - records_before - shards * mean_batch))
         say(f"write limit: idle for {config.limit_idle_seconds:g} s")
         idle = PodCpu(pod.pid)
         time.sleep(config.limit_idle_seconds)
         idle_window = idle.window(rides=0)
-    batches = batches_after - batches_before
     return {
         "settings": settings,
         "backlog": config.limit_backlog,
-        "warmup_rides": config.limit_warmup,
+        "warmup_rides": int(records_before),
         "batches": int(batches),
-        "mean_batch_records": round((records_after - records_before) / batches, 1) if batches else None,
+        "batch_records": int(records_after - records_before),
+        "mean_batch_records": round(mean_batch, 1),
         **write_limit_summary(shards, idle_window, window),
     }

@@ -224,9 +224,10 @@ def _write_limit_table(report: dict[str, Any]) -> list[str]:
     window, per_core = limit["window"], limit["shards_per_core"]
     shards = limit["shards"]
     return [
-        f"The pod at the write limit's batches (fork server, production settings; {limit['batches']:,} batches of "
-        f"{limit['mean_batch_records']:,.0f} records on average, {window['rides']:,} rides measured after "
-        f"{limit['warmup_rides']:,} unmeasured, {window['rides_per_second']:,.0f} rides/s: the emulator's pace):",
+        f"The pod at the write limit's batches (fork server, production settings): after {limit['warmup_rides']:,} "
+        f"rides unmeasured, {limit['batches']:,} batches of {limit['mean_batch_records']:,.0f} records on average "
+        f"({limit['batch_records']:,} rides) in {window['seconds']:,.0f} s, the emulator's pace; counted "
+        f"{window['rides']:,} (one batch per shard less: in flight when the window opened).",
         "",
         f"| window | {header} | pod |",
         "|---|" + "---|" * (len(ROLES) + 1),
