@@ -73,6 +73,7 @@ def test_quick_bench_writes_every_section_and_prints_the_table(tmp_path):
     assert limit["warmup_rides"] + limit["batch_records"] >= 4_000 and limit["batches"] > 0
     assert 0 < limit["window"]["rides"] < limit["batch_records"]
     assert limit["window"]["cpu_seconds"]["daemon"] > 0 and limit["window"]["cpu_seconds"]["workers"] > 0
+    assert limit["settings"]["BENCH_DISCARD_OUTPUT"] == "true" and limit["put_ms_per_1000_rides"] > 0
     assert {"shards_per_core", "daemon_share_of_a_shard"} <= limit["shards_per_core"].keys()
     batch = report["batch"]
     assert batch["sizes"]["x1"]["rows"] > 0 and batch["rows_per_cpu_second"] > 0

@@ -92,7 +92,7 @@ def test_the_page_states_the_shards_per_core_formula_and_each_runs_cpu_by_proces
         "batches": 16,
         "batch_records": 16_000,
         "mean_batch_records": 1_000.0,
-        **write_limit_summary(4, _window(0), _window(800)),
+        **write_limit_summary(4, _window(0), _window(800), put_ms_per_1000=15.0),
     }
     source = tmp_path / "bench.json"
     source.write_text(json.dumps(report))
@@ -103,7 +103,7 @@ def test_the_page_states_the_shards_per_core_formula_and_each_runs_cpu_by_proces
     for mode in report["daemon"]:
         assert f"| {mode}: idle, 4 shards leased, ms of CPU per second |" in page
         assert f"| {mode}: 200 rides/s, ms of CPU per 1,000 rides above idle |" in page
-    assert "| the backlog, ms of CPU per 1,000 rides above idle |" in page
+    assert "| the backlog, predictions discarded, ms of CPU per 1,000 rides above idle |" in page
     assert "| F: the pod's fixed cost (ms/s) |" in page
     for name in CHARTS:
         assert f"](img/performance-{name}.png)" in page

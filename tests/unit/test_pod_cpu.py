@@ -9,6 +9,7 @@ import pytest
 from consumer.tools.bench.pod_cpu import (
     SUSTAINED_DRAIN_SECONDS,
     pod_cpu_summary,
+    put_cost,
     rate_label,
     shards_per_core,
     sustained,
@@ -78,12 +79,21 @@ def test_the_write_limit_run_charges_each_shard_its_idle_share_and_its_rides_abo
         },
     }
 
-    summary = write_limit_summary(4, idle, backlog)
+    summary = write_limit_summary(4, idle, backlog, put_ms_per_1000=10.0)
 
     assert summary["window"]["ms_per_1000_rides_above_idle"]["pod"] == pytest.approx(50, abs=0.01)
-    # (1000 - 4) / (40 / 4 + 50 * 1000 / 1000) = 996 / 60; the daemon's share (10 + 20) / 60.
-    assert summary["shards_per_core"]["shards_per_core"] == pytest.approx(996 / 60, abs=0.05)
-    assert summary["shards_per_core"]["daemon_share_of_a_shard"] == pytest.approx(0.5, abs=1e-3)
+    # The put's 10 ms per 1,000 rides goes on the workers: (1000 - 4) / (40 / 4 + 60 * 1000 / 1000) = 996 / 70,
+    # and the daemon's share is (10 + 20) / 70.
+    assert summary["ms_per_1000_rides_above_idle_with_put"]["workers"] == pytest.approx(40, abs=0.01)
+    assert summary["shards_per_core"]["shards_per_core"] == pytest.approx(996 / 70, abs=0.05)
+    assert summary["shards_per_core"]["daemon_share_of_a_shard"] == pytest.approx(30 / 70, abs=1e-3)
+
+
+def test_the_puts_cost_is_what_the_emulator_sink_adds_to_the_null_sink_per_cpu_second():
+    processor = {"onnx_emulator": {"rides_per_cpu_second": 25_000}, "onnx_null_sink": {"rides_per_cpu_second": 40_000}}
+
+    # 1,000 rides: 40 ms with the put, 25 ms without.
+    assert put_cost(processor) == pytest.approx(15.0)
 
 
 def test_the_highest_rate_sustained_is_the_highest_kept_even_if_a_higher_latency_rate_ran_after():

@@ -34,7 +34,9 @@ class BenchConfig:
     warmup_seconds: float = 40.0  # rides at the first latency rate before any phase (the JVM's JIT), not measured
     idle_seconds: float = 30.0  # the pod's idle CPU (leases held, no rides), after the phases
     # The write-limit run (bench.limit): rides put before the pod starts, and how many of them go unmeasured first.
-    limit_backlog: int = 32_000
+    # Two shards: fewer batches in flight when the window opens, and a load the emulator answers.
+    limit_shards: int = 2
+    limit_backlog: int = 24_000
     limit_warmup: int = 8_000
     limit_idle_seconds: float = 60.0
     small_model: bool = False  # True: 20 trees on 20,000 trips (quick); False: the demo's 100-tree model

@@ -20,7 +20,7 @@ from consumer.tools.bench.config import BenchConfig, say
 from consumer.tools.bench.limit import write_limit_run
 from consumer.tools.bench.model import BenchModel
 from consumer.tools.bench.pod import BenchPod
-from consumer.tools.bench.pod_cpu import PodCpu, pod_cpu_summary, sustained
+from consumer.tools.bench.pod_cpu import PodCpu, pod_cpu_summary, put_cost, sustained
 from consumer.tools.bench.rides import Rides
 from consumer.tools.bench.stats import percentiles, quantiles
 
@@ -169,11 +169,13 @@ def _daemon_run(config: BenchConfig, model: BenchModel, rides: Rides, *, fork_se
     }
 
 
-def daemon_section(config: BenchConfig, model: BenchModel, rides: Rides) -> dict[str, Any]:
+def daemon_section(config: BenchConfig, model: BenchModel, rides: Rides, processor: dict[str, Any]) -> dict[str, Any]:
+    """Each mode's run; with the fork server, the write-limit run too, charged the put's cost the processor section
+    measured."""
     runs = {
         ("fork_server" if mode else "plain_processes"): _daemon_run(config, model, rides, fork_server=mode)
         for mode in config.daemon_modes
     }
     if "fork_server" in runs:
-        runs["fork_server"]["write_limit"] = write_limit_run(config, model, rides)
+        runs["fork_server"]["write_limit"] = write_limit_run(config, model, rides, put_cost(processor))
     return runs

@@ -2,14 +2,16 @@
 brings them in production: one GetRecords a second per shard (``KCL_IDLE_TIME_BETWEEN_READS_MS``'s default) of up
 to 1,000 records (``KCL_MAX_RECORDS``'s default), the daemon's JVM with its production options.
 
-The emulator cannot take 1,000 records/s per shard on this machine, so the rides wait on the input stream as a
-backlog, put before the pod starts: the pod reads them in full batches at whatever pace the emulator serves them,
-and what each process spends on a batch is what the same batch costs at the limit. The steps: put ``limit_backlog``
-rides on fresh streams; start the pod with the fork server and production settings; let the first ``limit_warmup``
-rides through unmeasured (the JVM compiles its hot code); measure the pod's CPU by process until the last
-prediction is out, and the batches' sizes from the pod's own metrics; then an idle window with the same settings
-(the leases held, every shard polled once a second, no rides), long enough for the JVM's late compilations to be
-a small part of it. :func:`~consumer.tools.bench.pod_cpu.write_limit_summary` derives the shards per core."""
+The emulator cannot take 1,000 records/s per shard on this machine, nor serve and take them back at once, so the
+rides wait on the input stream as a backlog, put before the pod starts, and the pod discards its predictions
+(``BENCH_DISCARD_OUTPUT``): it reads the backlog in full batches at about the limit's pace, and what each process
+spends on a batch is what the same batch costs at the limit. What writing the predictions costs comes from the
+processor section (:func:`~consumer.tools.bench.pod_cpu.put_cost`, batches of 1,000 too). The steps: put
+``limit_backlog`` rides on fresh streams; start the pod; let the first ``limit_warmup`` rides through unmeasured
+(the JVM compiles its hot code); measure the pod's CPU by process until its metrics count the whole backlog; then
+an idle window with the same settings (the leases held, every shard polled once a second, no rides), long enough
+for the JVM's late compilations to be a small part of it. :func:`~consumer.tools.bench.pod_cpu.write_limit_summary`
+derives the shards per core."""
 
 from __future__ import annotations
 
@@ -39,6 +41,7 @@ def _production_settings() -> dict[str, str]:
         "KCL_MAX_RECORDS": str(fields["kcl_max_records"].default),
         "KCL_JAVA_OPTS": str(fields["kcl_java_opts"].default),
         "KCL_EXTRA_PROPERTIES": "{}",
+        "BENCH_DISCARD_OUTPUT": "true",
     }
 
 
@@ -60,14 +63,14 @@ def _batches(metrics_url: str | None) -> tuple[float, float]:
     return count, records
 
 
-def write_limit_run(config: BenchConfig, model: BenchModel, rides: Rides) -> dict[str, Any]:
+def write_limit_run(config: BenchConfig, model: BenchModel, rides: Rides, put_ms_per_1000: float) -> dict[str, Any]:
     """The pod on a backlog with the production settings; the window's rides are the records of the batches the pod
     finished in it (its own metrics) less one batch per shard: those in flight when it opened, part of whose CPU was
     spent before. So the cost per ride errs high, and the shards per core low."""
     from consumer.tools.harness import wait_for
 
     settings = _production_settings()
-    shards = config.daemon_shards
+    shards = config.limit_shards
     with BenchPod(model, config.work_dir, purpose="limit", shards=shards, settings=settings) as pod:
         say(f"write limit: putting a backlog of {config.limit_backlog:,} rides on {shards} shards")
         pod.put(rides.cycle(config.limit_backlog, start_id=1))
@@ -78,9 +81,9 @@ def write_limit_run(config: BenchConfig, model: BenchModel, rides: Rides) -> dic
             raise RuntimeError(f"the write limit's warm-up did not end:\n{pod.consumer.tail()}")
         cpu = PodCpu(pod.pid)
         batches_before, records_before = _batches(url)
-        pod.wait_out(config.limit_backlog, "the write limit's backlog", timeout=900)
-        # A batch is counted once checkpointed, just after its predictions are out.
-        if not wait_for(lambda: _batches(url)[1] >= config.limit_backlog, timeout=30, interval=1.0):
+        # Progress from the pod's metrics alone, seldom read: a reader of the predictions would load the emulator,
+        # and each read of /metrics costs the launcher CPU inside the window.
+        if not wait_for(lambda: _batches(url)[1] >= config.limit_backlog, timeout=900, interval=5.0):
             raise RuntimeError(f"the pod's metrics do not count the whole backlog:\n{pod.consumer.tail()}")
         batches_after, records_after = _batches(url)
         batches = batches_after - batches_before
@@ -97,5 +100,5 @@ def write_limit_run(config: BenchConfig, model: BenchModel, rides: Rides) -> dic
         "batches": int(batches),
         "batch_records": int(records_after - records_before),
         "mean_batch_records": round(mean_batch, 1),
-        **write_limit_summary(shards, idle_window, window),
+        **write_limit_summary(shards, idle_window, window, put_ms_per_1000),
     }

@@ -24,6 +24,7 @@ __all__ = [
     "pod_cpu_goals",
     "pod_cpu_summary",
     "pod_cpu_tables",
+    "put_cost",
     "rate_label",
     "shards_per_core",
     "sustained",
@@ -144,19 +145,34 @@ def pod_cpu_summary(
     }
 
 
-def write_limit_summary(shards: int, idle: dict[str, Any], window: dict[str, Any]) -> dict[str, Any]:
-    """The **write_limit** figures: the idle window and the backlog's window with production settings, and from
-    them the shards per core at :data:`SHARD_WRITE_LIMIT` (:func:`shards_per_core`)."""
+def put_cost(processor: dict[str, Any]) -> float:
+    """ms of CPU per 1,000 rides that writing the predictions to the stream adds to a record processor: the
+    processor section's figure per CPU-second with the emulator as its sink, less its figure with the null sink
+    (both in batches of 1,000, the production size)."""
+    with_put = processor["onnx_emulator"]["rides_per_cpu_second"]
+    without = processor["onnx_null_sink"]["rides_per_cpu_second"]
+    return round(1e6 / with_put - 1e6 / without, 2)
+
+
+def write_limit_summary(
+    shards: int, idle: dict[str, Any], window: dict[str, Any], put_ms_per_1000: float
+) -> dict[str, Any]:
+    """The **write_limit** figures: the idle window and the backlog's window with production settings (the
+    predictions discarded), the cost of writing them (:func:`put_cost`), charged to the workers, and from them the
+    shards per core at :data:`SHARD_WRITE_LIMIT` (:func:`shards_per_core`)."""
     idle_figures = _idle_figures(idle)
     backlog = _rate_figures(window, idle_figures)
+    per_1000 = dict(backlog["ms_per_1000_rides_above_idle"])
+    per_1000["workers"] = round(per_1000["workers"] + put_ms_per_1000, 2)
+    per_1000["pod"] = round(per_1000["pod"] + put_ms_per_1000, 2)
     return {
         "shards": shards,
         "write_limit_per_shard": SHARD_WRITE_LIMIT,
         "idle": idle_figures,
         "window": backlog,
-        "shards_per_core": shards_per_core(
-            idle_figures["ms_per_second"], backlog["ms_per_1000_rides_above_idle"], shards
-        ),
+        "put_ms_per_1000_rides": put_ms_per_1000,
+        "ms_per_1000_rides_above_idle_with_put": per_1000,
+        "shards_per_core": shards_per_core(idle_figures["ms_per_second"], per_1000, shards),
     }
 
 
@@ -233,7 +249,10 @@ def _write_limit_table(report: dict[str, Any]) -> list[str]:
         "|---|" + "---|" * (len(ROLES) + 1),
         f"| idle, {shards} shards leased, polled once a second, ms of CPU per second | "
         f"{_cells(limit['idle']['ms_per_second'])} |",
-        f"| the backlog, ms of CPU per 1,000 rides above idle | {_cells(window['ms_per_1000_rides_above_idle'])} |",
+        f"| the backlog, predictions discarded, ms of CPU per 1,000 rides above idle | "
+        f"{_cells(window['ms_per_1000_rides_above_idle'])} |",
+        f"| the same with the put's cost ({limit['put_ms_per_1000_rides']:.1f} ms per 1,000 rides, the processor "
+        f"section's) on the workers | {_cells(limit['ms_per_1000_rides_above_idle_with_put'])} |",
         "",
         "| F: the pod's fixed cost (ms/s) | I / S: a shard's idle cost (ms/s) | C x L / 1,000: its rides at the "
         "limit (ms/s) | a shard at the limit (ms/s) | shards per core | the daemon's share of a shard |",

@@ -65,7 +65,7 @@ def run_bench(config: BenchConfig, *, trips: str | None = None, out: IO[str] | N
             processors.stop()
         say(f"Lambda-style baseline: {config.runs} x {config.lambda_rides} rides")
         report["lambda_baseline"] = lambda_section(config, model, rides, stack)
-    report["daemon"] = daemon_section(config, model, rides)
+    report["daemon"] = daemon_section(config, model, rides, report["processor"])
     report["batch"] = batch_section(config, model, trips or DEFAULT_TRIPS)
     report["web"] = web_section(config, model, rides)
     report["machine"].update(load_after=list(os.getloadavg()), seconds=time.perf_counter() - started)
