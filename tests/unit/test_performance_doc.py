@@ -101,8 +101,8 @@ def test_the_page_states_the_shards_per_core_formula_and_each_runs_cpu_by_proces
 
     assert "N = (1,000 - F) / (I / S + C x L / 1,000)" in page
     for mode in report["daemon"]:
-        assert f"| {mode}: idle, 4 shards leased, ms of CPU per second |" in page
-        assert f"| {mode}: 200 rides/s, ms of CPU per 1,000 rides above idle |" in page
+        assert f"| {mode}: idle, 4 shards leased |" in page
+        assert f"| {mode}: 200 rides/s |" in page
     assert "| the backlog, predictions discarded, ms of CPU per 1,000 rides above idle |" in page
     assert "| F: the pod's fixed cost (ms/s) |" in page
     for name in CHARTS:

@@ -75,18 +75,22 @@ are at the end of this page, and its whole report, runs included, is [performanc
   one window per rate, from the first put to the last prediction out, the rates from low to high (the emulator
   slows as its streams fill): the latency rates, and the ceiling's rates while every rate before was sustained (the
   put rate at least 95 % of the rate asked, and the last prediction out at most {drain:g} s after the last put);
-  then an idle window (the leases held, no rides put). Per 1,000 rides above idle: the window's CPU less the idle
-  CPU for as long, divided by its rides. A latency figure at a rate the producer could not put says the rate it did
+  then an idle window (the leases held, no rides put). Below the write limit the pod's CPU follows its polls and
+  batches more than its rides (a shard polled every 250 ms at a few dozen rides/s gets batches of a few rides, and
+  a slowed emulator answers fewer polls), so these windows show what the pod spends per second at each rate, not a
+  cost per ride to extrapolate from. A latency figure at a rate the producer could not put says the rate it did
   put: the emulator (one Node process) is the ceiling here, not the pod.
 - **The pod at the write limit** (`daemon.fork_server.write_limit`): what the shards per core come from. A shard at
   1,000 records/s brings, with the production settings (one GetRecords a second, up to 1,000 records each), batches
   of about 1,000 rides; the batches of the rates above (a few to a few dozen rides, polled every 250 ms) say little
-  about them, and the emulator cannot put or serve 1,000 records/s per shard here. So a backlog of rides is put on
-  fresh streams first, and a pod with the fork server and the production settings (the JVM's options included)
-  reads it in full batches at whatever pace the emulator gives: after a first part unmeasured, the pod's CPU by
-  process until its metrics count the whole backlog, then an idle window with the same settings. The window's
-  rides are the batches finished in it, from the pod's own metrics, less one batch per shard (those in flight
-  when it opened, part of whose CPU was spent before): the cost per ride errs high, the shards per core low.
+  about them, and the emulator can neither take 1,000 records/s per shard here nor serve a backlog at that pace
+  while it also takes the predictions back. So a backlog of rides is put on fresh streams first, and a pod with the
+  fork server and the production settings (the JVM's options included) reads it in full batches, discarding its
+  predictions (`BENCH_DISCARD_OUTPUT`): after a first part unmeasured, the pod's CPU by process until its metrics
+  count the whole backlog, then an idle window with the same settings. The window's rides are the batches
+  finished in it, from the pod's own metrics, less one batch per shard (those in flight when it opened, part of
+  whose CPU was spent before): the cost per ride errs high. What writing the predictions costs is the processor
+  section's (emulator sink less null sink, per CPU-second, batches of 1,000), added to the workers.
 - **The batch command** (`batch`): `python -m consumer score` on the January 2022 file as it is and with its rows
   repeated 8 times, the real command in a subprocess with the benchmark's model already prepared: rows per second
   and per CPU-second of its scoring (model preparation excluded: its own summary, `--json`), and its peak RSS
@@ -112,10 +116,10 @@ limit costs I / S + C x L / 1,000, so one core keeps up with
     N = (1,000 - F) / (I / S + C x L / 1,000)
 
 shards. The daemon's share is its own part of a shard's cost (its I / S plus its C x L / 1,000) over the whole. I
-and F come from the write-limit run's idle window and C from its backlog, above idle. At the limit every poll brings
-records, so a shard's polls are counted in I / S and what their records add in C. The backlog's window lasts
-longer than the same rides would at the limit (the emulator's pace), and the idle cost is taken off for as long,
-so C is what the batches themselves cost.
+and F come from the write-limit run's idle window and C from its backlog, above idle, with the put's cost. At the
+limit every poll brings records, so a shard's polls are counted in I / S and what their records add in C. I is
+measured with the write-limit run's S shards: the daemon's own housekeeping, which does not grow with shards, is
+counted in I / S too, so N errs low for pods that hold more shards.
 
 ## Re-running it
 

@@ -203,20 +203,20 @@ def pod_cpu_tables(report: dict[str, Any]) -> list[str]:
     if not measured:
         return ["No figures of the pod's CPU in this report: it predates them (`make bench` measures them)."]
     header = " | ".join(ROLE_LABELS[role] for role in ROLES)
-    lines = [f"| daemon run, window | {header} | pod | pod, idle included |", "|---|" + "---|" * (len(ROLES) + 2)]
+    lines = [
+        f"| daemon run, window, ms of CPU per second | {header} | pod | pod, ms per 1,000 rides |",
+        "|---|" + "---|" * (len(ROLES) + 2),
+    ]
     phases = [
         "| daemon run | rate asked (rides/s) | rate put | last prediction after the last put | sustained |",
         "|---|---|---|---|---|",
     ]
     for mode, cpu in measured.items():
-        lines.append(
-            f"| {mode}: idle, {cpu['shards']} shards leased, ms of CPU per second | "
-            f"{_cells(cpu['idle']['ms_per_second'])} | - |"
-        )
+        lines.append(f"| {mode}: idle, {cpu['shards']} shards leased | {_cells(cpu['idle']['ms_per_second'])} | - |")
         for rate, figures in cpu["rates"].items():
             lines.append(
-                f"| {mode}: {rate_label(report['daemon'][mode], rate)}, ms of CPU per 1,000 rides above idle | "
-                f"{_cells(figures['ms_per_1000_rides_above_idle'])} | {figures['ms_per_1000_rides']['pod']:,.1f} |"
+                f"| {mode}: {rate_label(report['daemon'][mode], rate)} | {_cells(figures['ms_per_second'])} | "
+                f"{figures['ms_per_1000_rides']['pod']:,.1f} |"
             )
         for phase in cpu["phases"]:
             phases.append(
