@@ -70,7 +70,7 @@ def test_quick_bench_writes_every_section_and_prints_the_table(tmp_path):
     assert (
         limit["settings"]["KCL_MAX_RECORDS"] == "1000" and limit["settings"]["KCL_IDLE_TIME_BETWEEN_READS_MS"] == "1000"
     )
-    assert limit["warmup_rides"] + limit["batch_records"] >= 4_000 and limit["batches"] > 0
+    assert limit["warmup_rides"] + limit["batch_records"] >= 16_000 and limit["batches"] >= 3 * limit["shards"]
     assert 0 < limit["window"]["rides"] < limit["batch_records"]
     assert limit["window"]["cpu_seconds"]["daemon"] > 0 and limit["window"]["cpu_seconds"]["workers"] > 0
     assert limit["settings"]["BENCH_DISCARD_OUTPUT"] == "true" and limit["put_ms_per_1000_rides"] > 0

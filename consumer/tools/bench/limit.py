@@ -77,7 +77,7 @@ def write_limit_run(config: BenchConfig, model: BenchModel, rides: Rides, put_ms
         pod.start()
         say(f"write limit: the pod reads it in batches of up to {settings['KCL_MAX_RECORDS']}; warming up")
         url = wait_for(pod.consumer.metrics_url, timeout=120)
-        if not wait_for(lambda: _batches(url)[1] >= config.limit_warmup, timeout=600, interval=0.5):
+        if not wait_for(lambda: _batches(url)[1] >= config.limit_warmup, timeout=600, interval=0.2):
             raise RuntimeError(f"the write limit's warm-up did not end:\n{pod.consumer.tail()}")
         cpu = PodCpu(pod.pid)
         batches_before, records_before = _batches(url)
@@ -87,7 +87,12 @@ def write_limit_run(config: BenchConfig, model: BenchModel, rides: Rides, put_ms
             raise RuntimeError(f"the pod's metrics do not count the whole backlog:\n{pod.consumer.tail()}")
         batches_after, records_after = _batches(url)
         batches = batches_after - batches_before
-        mean_batch = (records_after - records_before) / batches if batches else 0.0
+        if batches < 3 * shards:
+            raise RuntimeError(
+                f"the write limit's window held {batches:.0f} batches, too few to count one per shard out: the pod "
+                f"drained the backlog faster than it was watched; raise limit_backlog ({config.limit_backlog:,})"
+            )
+        mean_batch = (records_after - records_before) / batches
         window = cpu.window(rides=int(records_after - records_before - shards * mean_batch))
         say(f"write limit: idle for {config.limit_idle_seconds:g} s")
         idle = PodCpu(pod.pid)
