@@ -1,11 +1,16 @@
 """The benchmark's shards per core (docs/performance.md states the formula): the pod's fixed idle cost comes off
 the core once, the rest of the idle cost is shared by the leased shards, and each shard at the write limit adds
-its rides' cost; a rate counts as sustained only if the producer kept it and the pod kept up."""
+its rides' cost, for a warmed JVM (its JIT compiler threads' CPU apart) and as measured; a rate counts as sustained
+only if the producer kept it and the pod kept up."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
+from consumer.tools.bench.accounting import jit_threads_cpu_seconds
 from consumer.tools.bench.pod_cpu import (
     SUSTAINED_DRAIN_SECONDS,
     pod_cpu_summary,
@@ -123,3 +128,65 @@ def test_a_latency_figure_is_labelled_with_the_rate_actually_put_when_the_produc
 
     assert rate_label(run, "100") == "100 rides/s"
     assert rate_label(run, "500") == "500 rides/s asked, 212 put"
+
+
+def test_a_warmed_jvm_is_charged_without_its_jit_compilation_and_the_measured_figure_with_it():
+    # Idle with 2 shards: the daemon 20 ms/s and its JIT compiler threads 10 more. The backlog: 20,000 rides in
+    # 10 s, on top of idle the daemon 20 ms, the JIT 30 ms and the workers 30 ms per 1,000 rides.
+    roles = ("launcher", "daemon", "jit", "fork_server", "record_processors", "workers")
+    idle = {
+        "seconds": 10.0,
+        "rides": 0,
+        "processes": {},
+        "cpu_seconds": {**dict.fromkeys(roles, 0.0), "daemon": 0.2, "jit": 0.1},
+    }
+    backlog = {
+        "seconds": 10.0,
+        "rides": 20_000,
+        "processes": {},
+        "cpu_seconds": {**dict.fromkeys(roles, 0.0), "daemon": 0.2 + 0.4, "jit": 0.1 + 0.6, "workers": 0.6},
+    }
+
+    summary = write_limit_summary(2, idle, backlog, put_ms_per_1000=0.0)
+
+    # Warmed: 1000 / (20 / 2 + (20 + 30) * 1000 / 1000) = 1000 / 60; the daemon (10 + 20) of 60.
+    assert summary["shards_per_core"]["shards_per_core"] == pytest.approx(1000 / 60, abs=0.05)
+    assert summary["shards_per_core"]["daemon_share_of_a_shard"] == pytest.approx(30 / 60, abs=1e-3)
+    # As measured: 1000 / ((20 + 10) / 2 + (20 + 30 + 30) * 1000 / 1000) = 1000 / 95; the daemon (15 + 50) of 95.
+    assert summary["shards_per_core_jit_included"]["shards_per_core"] == pytest.approx(1000 / 95, abs=0.05)
+    assert summary["shards_per_core_jit_included"]["daemon_share_of_a_shard"] == pytest.approx(65 / 95, abs=1e-3)
+
+
+class _Thread:
+    def __init__(self, tid: int) -> None:
+        self.id = tid
+
+
+class _Jvm:
+    pid = 4242
+
+    def __init__(self, tids: list[int]) -> None:
+        self._tids = tids
+
+    def threads(self) -> list[_Thread]:
+        return [_Thread(tid) for tid in self._tids]
+
+
+def _task(proc: Path, tid: int, name: str, utime: int, stime: int) -> None:
+    task = proc / "4242" / "task" / str(tid)
+    task.mkdir(parents=True)
+    (task / "comm").write_text(f"{name}\n")
+    # The name in parentheses may hold spaces; utime and stime are the 12th and 13th fields after it.
+    (task / "stat").write_text(f"{tid} ({name}) S 1 1 1 0 -1 4194560 100 0 0 0 {utime} {stime} 0 0 20 0 1 0\n")
+
+
+def test_the_jit_compiler_threads_cpu_is_read_by_thread_and_other_threads_and_ended_ones_are_left_out(tmp_path):
+    ticks = os.sysconf("SC_CLK_TCK")
+    _task(tmp_path, 11, "C2 CompilerThre", 3 * ticks, ticks)
+    _task(tmp_path, 12, "C1 CompilerThre", ticks, 0)
+    _task(tmp_path, 13, "prefetch-cache-", 50 * ticks, 0)
+
+    # Thread 14 ended between the list of threads and the read of its files.
+    threads = jit_threads_cpu_seconds(_Jvm([11, 12, 13, 14]), proc=tmp_path)  # type: ignore[arg-type]
+
+    assert threads == {11: 4.0, 12: 1.0}

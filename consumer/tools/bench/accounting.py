@@ -4,17 +4,53 @@ PSS and USS of every process of the pod (the launcher, the daemon, the fork serv
 from __future__ import annotations
 
 import contextlib
+import os
 import time
+from pathlib import Path
 from typing import Any
 
 import psutil
 
-__all__ = ["ROLES", "ROLE_LABELS", "CpuShare", "cpu_seconds", "per_shard", "pod_memory", "pod_processes"]
+__all__ = [
+    "ROLES",
+    "ROLE_LABELS",
+    "CpuShare",
+    "cpu_seconds",
+    "jit_threads_cpu_seconds",
+    "per_shard",
+    "pod_memory",
+    "pod_processes",
+]
+
+#: What /proc calls HotSpot's JIT compiler threads (``C1 CompilerThread0``, ``C2 CompilerThread1``, ...): a
+#: thread's name there is cut at 15 characters.
+_JIT_THREAD_NAME = "CompilerThre"
 
 
 def cpu_seconds(process: psutil.Process) -> float:
     """User plus system CPU-seconds ``process`` has used."""
     return float(sum(process.cpu_times()[:2]))
+
+
+def jit_threads_cpu_seconds(process: psutil.Process, proc: Path = Path("/proc")) -> dict[int, float]:
+    """User plus system CPU-seconds of each JIT compiler thread alive now in the JVM ``process``, by thread id.
+
+    The JVM compiles its hot code in these threads, for minutes after it starts and a little at a time for a while
+    after that; HotSpot also ends a compiler thread that has had nothing to do, and the CPU of a thread that ended
+    is no longer its own here (it is still in the process's total)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    threads = {}
+    for thread in process.threads():
+        task = proc / str(process.pid) / "task" / str(thread.id)
+        try:
+            if _JIT_THREAD_NAME not in (task / "comm").read_text():
+                continue
+            # /proc/<pid>/task/<tid>/stat: utime and stime are fields 14 and 15, counted after the name's ")".
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+        threads[thread.id] = (int(fields[11]) + int(fields[12])) / ticks
+    return threads
 
 
 class CpuShare:

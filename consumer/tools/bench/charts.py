@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from consumer.tools.bench.accounting import ROLE_LABELS, ROLES
-from consumer.tools.bench.pod_cpu import rate_label
+from consumer.tools.bench.pod_cpu import CPU_ROLE_LABELS, CPU_ROLES, rate_label
 
 __all__ = ["CHARTS", "charts_of", "draw_charts"]
 
@@ -56,11 +56,17 @@ def _latency(report: dict[str, Any], path: Path) -> Path:
     return _save(figure, path)
 
 
-def _stacked(axes: Any, labels: list[str], by_role: list[dict[str, float]]) -> None:
+def _stacked(
+    axes: Any,
+    labels: list[str],
+    by_role: list[dict[str, float]],
+    roles: tuple[str, ...],
+    role_labels: dict[str, str],
+) -> None:
     bottoms = [0.0] * len(labels)
-    for role in ROLES:
+    for role in roles:
         values = [figures.get(role, 0.0) for figures in by_role]
-        axes.bar(labels, values, bottom=bottoms, label=ROLE_LABELS[role])
+        axes.bar(labels, values, bottom=bottoms, label=role_labels[role])
         bottoms = [b + v for b, v in zip(bottoms, values, strict=True)]
     axes.tick_params(axis="x", labelsize="small")
 
@@ -74,7 +80,7 @@ def _cpu(report: dict[str, Any], path: Path) -> Path:
     cpu = run["pod_cpu"]
     labels = ["idle"] + [f"{cpu['rates'][str(p['rate'])]['rides_per_second']:,.0f}/s" for p in cpu["phases"]]
     figures = [cpu["idle"]["ms_per_second"]] + [cpu["rates"][str(p["rate"])]["ms_per_second"] for p in cpu["phases"]]
-    _stacked(rates_axes, labels, figures)
+    _stacked(rates_axes, labels, figures, CPU_ROLES, CPU_ROLE_LABELS)
     rates_axes.set_xlabel(f"rides per second put ({cpu['shards']} shards, polled every 250 ms)")
     rates_axes.set_ylabel("ms of CPU per second")
     rates_axes.set_title("the pod, by rate", fontsize="medium")
@@ -83,12 +89,17 @@ def _cpu(report: dict[str, Any], path: Path) -> Path:
     if limit is not None:
         shards = limit["shards"]
         idle = limit["idle"]["ms_per_second"]
-        above = limit["window"]["ms_per_1000_rides_above_idle"]
-        per_role = {role: idle[role] / shards + above[role] * limit["write_limit_per_shard"] / 1000 for role in ROLES}
-        _stacked(shard_axes, [f"{limit['write_limit_per_shard']:,} rides/s"], [per_role])
+        above = limit["ms_per_1000_rides_above_idle_with_put"]
+        per_role = {
+            role: idle.get(role, 0.0) / shards + above.get(role, 0.0) * limit["write_limit_per_shard"] / 1000
+            for role in CPU_ROLES
+        }
+        _stacked(shard_axes, [f"{limit['write_limit_per_shard']:,} rides/s"], [per_role], CPU_ROLES, CPU_ROLE_LABELS)
         shard_axes.set_ylabel("ms of CPU per second")
+        warmed = limit["shards_per_core"]["shards_per_core"]
+        measured = limit.get("shards_per_core_jit_included", {}).get("shards_per_core", warmed)
         shard_axes.set_title(
-            f"one shard at the limit:\n{limit['shards_per_core']['shards_per_core']:.0f} per core", fontsize="medium"
+            f"one shard at the limit:\n{warmed:.0f} per core warmed,\n{measured:.0f} with the JIT", fontsize="medium"
         )
     return _save(figure, path)
 
@@ -106,7 +117,7 @@ def _memory(report: dict[str, Any], path: Path) -> Path:
             row[role] = sum(item["pss_mb"] for item in rows)
         labels.append(f"{mode} ({len(memory['record_processors'])} shards)")
         figures.append(row)
-    _stacked(axes, labels, figures)
+    _stacked(axes, labels, figures, ROLES, ROLE_LABELS)
     axes.set_ylabel("PSS (MB)")
     axes.set_title("The pod's memory by process, PSS (shared pages split between processes)", fontsize="medium")
     axes.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.0, 1.0))

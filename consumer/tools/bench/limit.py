@@ -9,9 +9,10 @@ spends on a batch is what the same batch costs at the limit. What writing the pr
 processor section (:func:`~consumer.tools.bench.pod_cpu.put_cost`, batches of 1,000 too). The steps: put
 ``limit_backlog`` rides on fresh streams; start the pod; let the first ``limit_warmup`` rides through unmeasured
 (the JVM compiles its hot code); measure the pod's CPU by process until its metrics count the whole backlog; then
-an idle window with the same settings (the leases held, every shard polled once a second, no rides), long enough
-for the JVM's late compilations to be a small part of it. :func:`~consumer.tools.bench.pod_cpu.write_limit_summary`
-derives the shards per core."""
+an idle window with the same settings (the leases held, every shard polled once a second, no rides). The JVM is
+still compiling in both windows: its compiler threads are counted apart
+(:class:`~consumer.tools.bench.pod_cpu.PodCpu`). :func:`~consumer.tools.bench.pod_cpu.write_limit_summary` derives the
+shards per core."""
 
 from __future__ import annotations
 
