@@ -21,9 +21,12 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from consumer.tools.paths import DEFAULT_TRIPS
+
+if TYPE_CHECKING:
+    from prometheus_client.samples import Sample
 
 __all__ = [
     "LOCAL_KCL_PROPERTIES",
@@ -34,6 +37,7 @@ __all__ = [
     "consumer_env",
     "ensure_model",
     "metrics_summary",
+    "scrape",
     "wait_for",
 ]
 
@@ -210,32 +214,37 @@ class ConsumerProcess:
         return int(self.process.returncode)
 
 
-def metrics_summary(url: str | None) -> str:
-    """The headline figures of a consumer's /metrics, on one line."""
+def scrape(url: str) -> list[Sample]:
+    """Every sample of a consumer's /metrics (``url`` is its metrics server); raise OSError if it does not answer."""
     import urllib.request
 
     from prometheus_client.parser import text_string_to_metric_families
 
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as response:  # loopback: the consumer's own server
+        text = response.read().decode()
+    return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+
+
+def metrics_summary(url: str | None) -> str:
+    """The headline figures of a consumer's /metrics, on one line."""
     if url is None:
         return "no metrics server"
     try:
-        with urllib.request.urlopen(url + "/metrics", timeout=10) as response:
-            text = response.read().decode()
+        samples = scrape(url)
     except OSError as exc:
         return f"{url}/metrics did not answer: {exc}"
     totals: dict[str, float] = {}
     reasons: dict[str, int] = {}
     lag: dict[str, float] = {}
     version = "?"
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "ride_consumer_dead_letters_total" and sample.value:
-                reasons[sample.labels["reason"]] = reasons.get(sample.labels["reason"], 0) + int(sample.value)
-            elif sample.name == "ride_consumer_seconds_behind_latest":
-                lag[sample.labels["shard_id"].removeprefix("shardId-")] = sample.value
-            elif sample.name == "ride_consumer_model_info":
-                version = sample.labels["version"]
-            totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+    for sample in samples:
+        if sample.name == "ride_consumer_dead_letters_total" and sample.value:
+            reasons[sample.labels["reason"]] = reasons.get(sample.labels["reason"], 0) + int(sample.value)
+        elif sample.name == "ride_consumer_seconds_behind_latest":
+            lag[sample.labels["shard_id"].removeprefix("shardId-")] = sample.value
+        elif sample.name == "ride_consumer_model_info":
+            version = sample.labels["version"]
+        totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
     return (
         f"{url}/metrics: in {totals.get('ride_consumer_records_received_total', 0):.0f}, "
         f"predictions {totals.get('ride_consumer_predictions_written_total', 0):.0f}, "

@@ -17,7 +17,6 @@ shards per core."""
 from __future__ import annotations
 
 import time
-import urllib.request
 from typing import Any
 
 from consumer.runtime.settings import Settings
@@ -48,19 +47,16 @@ def _production_settings() -> dict[str, str]:
 
 def _batches(metrics_url: str | None) -> tuple[float, float]:
     """The batches the pod's processors have handled so far and their records, from its /metrics."""
-    from prometheus_client.parser import text_string_to_metric_families
+    from consumer.tools.harness import scrape
 
     if metrics_url is None:
         raise RuntimeError("the pod has not logged its metrics server's address")
-    with urllib.request.urlopen(metrics_url + "/metrics", timeout=10) as response:  # loopback, the pod's own
-        text = response.read().decode()
     count = records = 0.0
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == f"{_BATCHES}_count":
-                count += sample.value
-            elif sample.name == f"{_BATCHES}_sum":
-                records += sample.value
+    for sample in scrape(metrics_url):
+        if sample.name == f"{_BATCHES}_count":
+            count += sample.value
+        elif sample.name == f"{_BATCHES}_sum":
+            records += sample.value
     return count, records
 
 
