@@ -5,8 +5,8 @@ only if the producer kept it and the pod kept up."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -157,36 +157,37 @@ def test_a_warmed_jvm_is_charged_without_its_jit_compilation_and_the_measured_fi
     assert summary["shards_per_core_jit_included"]["daemon_share_of_a_shard"] == pytest.approx(65 / 95, abs=1e-3)
 
 
-class _Thread:
-    def __init__(self, tid: int) -> None:
-        self.id = tid
+class _Thread(NamedTuple):  # psutil.Process.threads()' rows
+    id: int
+    user_time: float
+    system_time: float
 
 
 class _Jvm:
+    """What psutil says of a process: its pid and each thread's id, user and system CPU-seconds."""
+
     pid = 4242
 
-    def __init__(self, tids: list[int]) -> None:
-        self._tids = tids
+    def __init__(self, threads: list[tuple[int, float, float]]) -> None:
+        self._threads = threads
 
     def threads(self) -> list[_Thread]:
-        return [_Thread(tid) for tid in self._tids]
+        return [_Thread(tid, user, system) for tid, user, system in self._threads]
 
 
-def _task(proc: Path, tid: int, name: str, utime: int, stime: int) -> None:
+def _task(proc: Path, tid: int, name: str) -> None:
     task = proc / "4242" / "task" / str(tid)
     task.mkdir(parents=True)
     (task / "comm").write_text(f"{name}\n")
-    # The name in parentheses may hold spaces; utime and stime are the 12th and 13th fields after it.
-    (task / "stat").write_text(f"{tid} ({name}) S 1 1 1 0 -1 4194560 100 0 0 0 {utime} {stime} 0 0 20 0 1 0\n")
 
 
 def test_the_jit_compiler_threads_cpu_is_read_by_thread_and_other_threads_and_ended_ones_are_left_out(tmp_path):
-    ticks = os.sysconf("SC_CLK_TCK")
-    _task(tmp_path, 11, "C2 CompilerThre", 3 * ticks, ticks)
-    _task(tmp_path, 12, "C1 CompilerThre", ticks, 0)
-    _task(tmp_path, 13, "prefetch-cache-", 50 * ticks, 0)
+    _task(tmp_path, 11, "C2 CompilerThre")
+    _task(tmp_path, 12, "C1 CompilerThre")
+    _task(tmp_path, 13, "prefetch-cache-")
 
-    # Thread 14 ended between the list of threads and the read of its files.
-    threads = jit_threads_cpu_seconds(_Jvm([11, 12, 13, 14]), proc=tmp_path)  # type: ignore[arg-type]
+    # Thread 14 ended between the list of threads and the read of its name.
+    jvm = _Jvm([(11, 3.0, 1.0), (12, 1.0, 0.0), (13, 50.0, 0.0), (14, 7.0, 0.0)])
+    threads = jit_threads_cpu_seconds(jvm, proc=tmp_path)  # type: ignore[arg-type]
 
     assert threads == {11: 4.0, 12: 1.0}

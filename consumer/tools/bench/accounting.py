@@ -4,7 +4,6 @@ PSS and USS of every process of the pod (the launcher, the daemon, the fork serv
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -38,18 +37,14 @@ def jit_threads_cpu_seconds(process: psutil.Process, proc: Path = Path("/proc"))
     The JVM compiles its hot code in these threads, for minutes after it starts and a little at a time for a while
     after that; HotSpot also ends a compiler thread that has had nothing to do, and the CPU of a thread that ended
     is no longer its own here (it is still in the process's total)."""
-    ticks = os.sysconf("SC_CLK_TCK")
     threads = {}
-    for thread in process.threads():
-        task = proc / str(process.pid) / "task" / str(thread.id)
+    for thread in process.threads():  # psutil gives each thread's times; /proc alone gives its name
         try:
-            if _JIT_THREAD_NAME not in (task / "comm").read_text():
-                continue
-            # /proc/<pid>/task/<tid>/stat: utime and stime are fields 14 and 15, counted after the name's ")".
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            name = (proc / str(process.pid) / "task" / str(thread.id) / "comm").read_text()
         except FileNotFoundError:  # the thread ended meanwhile
             continue
-        threads[thread.id] = (int(fields[11]) + int(fields[12])) / ticks
+        if _JIT_THREAD_NAME in name:
+            threads[thread.id] = thread.user_time + thread.system_time
     return threads
 
 
