@@ -28,6 +28,7 @@ def kinesis_client(
     max_attempts: int = 5,
     connect_timeout: float = 5.0,
     read_timeout: float = 10.0,
+    validate_parameters: bool = True,
 ) -> KinesisClient:
     """A Kinesis client. ``credentials`` holds ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` (the emulators'
     dummy keys) or None for the default chain.
@@ -35,6 +36,11 @@ def kinesis_client(
     botocore's standard retry mode retries throttling and transient errors of whole calls ``max_attempts`` times;
     the record processor's sinks pass 1, so that their own loop is the only one, its budget known and every retry
     logged. Partial PutRecords failures are not errors to botocore: the caller handles them.
+
+    ``validate_parameters=False`` skips botocore's check of each request against the API's model before it is
+    sent, for a caller that builds its requests itself and checks what the service would refuse (the sinks: see
+    :func:`consumer.pipeline.sink.chunked`). Kinesis still validates every request; what it refuses comes back as a
+    ``ClientError`` from the service instead of botocore's ``ParamValidationError``.
     """
     client: KinesisClient = boto3.client(
         "kinesis",
@@ -46,6 +52,7 @@ def kinesis_client(
             retries={"max_attempts": max_attempts, "mode": "standard"},
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
+            parameter_validation=validate_parameters,
         ),
     )
     return client

@@ -60,9 +60,15 @@ class GuardedKCLProcess(KCLProcess):  # type: ignore[misc]  # amazon_kclpy is un
 
 def sink_client(settings: Settings) -> KinesisClient:
     """The sinks' Kinesis client: its own retries off, so the sink's loop is the only one, its budget known and
-    every retry logged."""
+    every retry logged; botocore's parameter validation off, since the sink builds every request itself and refuses
+    what Kinesis would refuse before sending (the check costs CPU on every PutRecords; Kinesis checks again)."""
     endpoint = settings.aws_endpoint_url_kinesis
-    return kinesis_client(region=settings.aws_region, endpoint_url=str(endpoint) if endpoint else None, max_attempts=1)
+    return kinesis_client(
+        region=settings.aws_region,
+        endpoint_url=str(endpoint) if endpoint else None,
+        max_attempts=1,
+        validate_parameters=False,
+    )
 
 
 def _updates(follower: Follower) -> ModelUpdates:
