@@ -75,6 +75,14 @@ def test_quick_bench_writes_every_section_and_prints_the_table(tmp_path):
     assert limit["window"]["cpu_seconds"]["daemon"] > 0 and limit["window"]["cpu_seconds"]["workers"] > 0
     assert limit["settings"]["BENCH_DISCARD_OUTPUT"] == "true" and limit["put_ms_per_1000_rides"] > 0
     assert {"shards_per_core", "daemon_share_of_a_shard"} <= limit["shards_per_core"].keys()
+    # A second pod, idle with more shards leased, splits the daemon's idle cost; the parts add up to the first.
+    more = limit["more_shards_idle"]
+    assert more["shards"] > limit["shards"] and more["processes"]["workers"] == more["shards"]
+    split = limit["daemon_idle_split"]
+    assert split["fixed_ms_per_second"] + split["per_shard_ms_per_second"] * limit["shards"] == pytest.approx(
+        limit["idle"]["ms_per_second"]["daemon"], abs=0.02
+    )
+    assert limit["shards_per_core"]["daemon_fixed_ms_per_second"] == split["fixed_ms_per_second"]
     # The JVM is still compiling its hot code this soon after it started: the warmed figure leaves that out.
     assert limit["window"]["cpu_seconds"]["jit"] > 0
     assert limit["shards_per_core_jit_included"]["shards_per_core"] < limit["shards_per_core"]["shards_per_core"]

@@ -12,7 +12,8 @@ from consumer.cli import main
 from consumer.errors import ConsumerError
 from consumer.tools.bench import SECTIONS, render_performance_doc, write_performance_docs
 from consumer.tools.bench.charts import CHARTS, charts_of
-from consumer.tools.bench.pod_cpu import pod_cpu_summary, write_limit_summary
+from consumer.tools.bench.per_core import write_limit_summary
+from consumer.tools.bench.pod_cpu import pod_cpu_summary
 from consumer.tools.paths import REPO_ROOT
 
 DOCS = REPO_ROOT / "docs"

@@ -11,15 +11,8 @@ from typing import NamedTuple
 import pytest
 
 from consumer.tools.bench.accounting import jit_threads_cpu_seconds
-from consumer.tools.bench.pod_cpu import (
-    SUSTAINED_DRAIN_SECONDS,
-    pod_cpu_summary,
-    put_cost,
-    rate_label,
-    shards_per_core,
-    sustained,
-    write_limit_summary,
-)
+from consumer.tools.bench.per_core import daemon_idle_split, shards_per_core, write_limit_summary
+from consumer.tools.bench.pod_cpu import SUSTAINED_DRAIN_SECONDS, pod_cpu_summary, put_cost, rate_label, sustained
 
 #: ms of CPU per second while idle with 3 shards leased, and ms per 1,000 rides above idle, by role.
 IDLE = {"launcher": 12.0, "fork_server": 8.0, "daemon": 45.0, "record_processors": 3.0, "workers": 12.0}
@@ -191,3 +184,47 @@ def test_the_jit_compiler_threads_cpu_is_read_by_thread_and_other_threads_and_en
     threads = jit_threads_cpu_seconds(jvm, proc=tmp_path)  # type: ignore[arg-type]
 
     assert threads == {11: 4.0, 12: 1.0}
+
+
+def test_a_second_idle_pod_with_more_shards_moves_the_daemons_fixed_idle_cost_out_of_each_shard():
+    # The daemon idle (JIT apart): 20 ms/s with 2 shards, 28 with 6, so 2 per shard and 16 whatever the shards. The
+    # backlog: on top of idle the daemon 20 ms and the workers 30 ms per 1,000 rides, the put 10 more.
+    idle = _window(0, {"launcher": 0.004, "daemon": 0.020})
+    more = _window(0, {"launcher": 0.004, "daemon": 0.028})
+    backlog = _window(1000, {"launcher": 0.004, "daemon": 0.020 + 0.020, "workers": 0.030})
+
+    alone = write_limit_summary(2, idle, backlog, put_ms_per_1000=10.0)
+    split = write_limit_summary(2, idle, backlog, put_ms_per_1000=10.0, more_shards_idle=(6, more))
+
+    assert split["daemon_idle_split"]["fixed_ms_per_second"] == pytest.approx(16.0)
+    assert split["daemon_idle_split"]["per_shard_ms_per_second"] == pytest.approx(2.0)
+    # One window: (1000 - 4) / (20 / 2 + 60). Split: (1000 - 4 - 16) / (2 + 60).
+    assert alone["shards_per_core"]["shards_per_core"] == pytest.approx(996 / 70, abs=0.05)
+    assert split["shards_per_core"]["shards_per_core"] == pytest.approx(980 / 62, abs=0.05)
+    # The daemon's share of the core at N shards: its fixed 16 plus N times its 2 + 20 per shard.
+    n = 980 / 62
+    assert split["shards_per_core"]["daemon_share_of_the_core"] == pytest.approx((16 + n * 22) / 1000, abs=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("more_daemon", "fixed", "per_shard"),
+    [
+        (0.010, 20.0, 0.0),  # fewer ms/s with more shards: noise, so all of it fixed
+        (0.080, 0.0, 10.0),  # more than in proportion: all of it per shard, as one window alone charges it
+    ],
+)
+def test_a_noisy_pair_of_idle_windows_never_makes_either_part_of_the_daemons_idle_cost_negative(
+    more_daemon, fixed, per_shard
+):
+    split = daemon_idle_split(
+        (2, {"daemon": 20.0}),
+        (6, {"daemon": 1000 * more_daemon}),
+    )
+
+    assert split["fixed_ms_per_second"] == pytest.approx(fixed)
+    assert split["per_shard_ms_per_second"] == pytest.approx(per_shard)
+
+
+def test_two_idle_windows_with_the_same_shard_count_cannot_split_anything():
+    with pytest.raises(ValueError, match="same shard count"):
+        daemon_idle_split((2, {"daemon": 20.0}), (2, {"daemon": 22.0}))

@@ -90,8 +90,10 @@ def _cpu(report: dict[str, Any], path: Path) -> Path:
         shards = limit["shards"]
         idle = limit["idle"]["ms_per_second"]
         above = limit["ms_per_1000_rides_above_idle_with_put"]
+        daemon_fixed = limit.get("daemon_idle_split", {}).get("fixed_ms_per_second", 0.0)
         per_role = {
-            role: idle.get(role, 0.0) / shards + above.get(role, 0.0) * limit["write_limit_per_shard"] / 1000
+            role: (idle.get(role, 0.0) - (daemon_fixed if role == "daemon" else 0.0)) / shards
+            + above.get(role, 0.0) * limit["write_limit_per_shard"] / 1000
             for role in CPU_ROLES
         }
         _stacked(shard_axes, [f"{limit['write_limit_per_shard']:,} rides/s"], [per_role], CPU_ROLES, CPU_ROLE_LABELS)

@@ -39,6 +39,10 @@ class BenchConfig:
     limit_backlog: int = 24_000
     limit_warmup: int = 8_000
     limit_idle_seconds: float = 60.0
+    # Then a second pod with more shards leased and no rides, idle as long once its workers are up and it has
+    # settled: with the first idle window, it splits the daemon's idle cost into a fixed part and one per shard.
+    limit_more_shards: int = 6
+    limit_settle_seconds: float = 30.0
     small_model: bool = False  # True: 20 trees on 20,000 trips (quick); False: the demo's 100-tree model
     batch_repeats: tuple[int, ...] = (1, 8)  # the month file as it is, and its rows 8 times over (`score`)
     web_rates: tuple[int, ...] = (100, 500, 1000)  # requests per second, one phase each (`serve`, vegeta)
@@ -66,6 +70,8 @@ class BenchConfig:
             limit_backlog=16_000,
             limit_warmup=2_000,
             limit_idle_seconds=3.0,
+            limit_more_shards=4,
+            limit_settle_seconds=3.0,
             small_model=True,
             batch_repeats=(1,),
             web_rates=(200,),

@@ -16,7 +16,8 @@ import orjson
 
 from consumer.errors import ConsumerError
 from consumer.tools.bench.charts import CHARTS, charts_of, draw_charts
-from consumer.tools.bench.pod_cpu import SHARD_WRITE_LIMIT, SUSTAINED_DRAIN_SECONDS, pod_cpu_tables
+from consumer.tools.bench.per_core import SHARD_WRITE_LIMIT, write_limit_table
+from consumer.tools.bench.pod_cpu import SUSTAINED_DRAIN_SECONDS, pod_cpu_tables
 from consumer.tools.bench.report import (
     batch_size_table,
     batch_table,
@@ -88,7 +89,8 @@ are at the end of this page, and its whole report, runs included, is [performanc
   while it also takes the predictions back. So a backlog of rides is put on fresh streams first, and a pod with the
   fork server and the production settings (the JVM's options included) reads it in full batches, discarding its
   predictions (`BENCH_DISCARD_OUTPUT`): after a first part unmeasured, the pod's CPU by process until its metrics
-  count the whole backlog, then an idle window with the same settings. The window's rides are the batches
+  count the whole backlog, then an idle window with the same settings, and one of a second pod with more shards
+  leased and no rides (it splits the daemon's idle cost: below). The window's rides are the batches
   finished in it, from the pod's own metrics, less one batch per shard (those in flight when it opened, part of
   whose CPU was spent before): the cost per ride errs high. What writing the predictions costs is the processor
   section's (emulator sink less null sink, per CPU-second, batches of 1,000), added to the workers.
@@ -109,18 +111,20 @@ are at the end of this page, and its whole report, runs included, is [performanc
 Figures are medians of the runs (the daemon part runs once per mode).
 
 **Shards per core.** A shard brings at most L = {limit:,} records/s (AWS's write limit). With every term in ms of CPU
-per second (1,000 = one core busy): F, the pod's fixed cost (the launcher and the fork server); I, the cost of what
-grows with shards (the daemon's polling and lease renewals, the record processors, the workers) with no rides,
-measured with S shards leased; C, the pod's CPU per 1,000 rides, every process included. One shard at the write
-limit costs I / S + C x L / 1,000, so one core keeps up with
+per second (1,000 = one core busy): F, the pod's fixed cost (the launcher, the fork server and the part of the
+daemon's idle cost that does not grow with shards); I, the idle cost of what grows with shards (the rest of the
+daemon's: its polls and lease renewals; the record processors, the workers), measured with S shards leased; C, the
+pod's CPU per 1,000 rides, every process included. One shard at the write limit costs I / S + C x L / 1,000, so one
+core keeps up with
 
     N = (1,000 - F) / (I / S + C x L / 1,000)
 
-shards. The daemon's share is its own part of a shard's cost (its I / S plus its C x L / 1,000) over the whole. I
-and F come from the write-limit run's idle window and C from its backlog, above idle, with the put's cost. At the
-limit every poll brings records, so a shard's polls are counted in I / S and what their records add in C. I is
-measured with the write-limit run's S shards: the daemon's own housekeeping, which does not grow with shards, is
-counted in I / S too, so N errs low for pods that hold more shards.
+shards. I and F come from the write-limit run's idle window and C from its backlog, above idle, with the put's cost.
+At the limit every poll brings records, so a shard's polls are counted in I / S and what their records add in C. The
+daemon's idle cost is split in two by a second pod with more shards leased and no rides, idle as long: with d(S) its
+idle cost with S shards, d(S) = fixed + per shard x S through the two windows; the fixed part goes in F, the rest in
+I. (A pair that would make either part negative, noise, is clamped: all of it per shard, or all of it fixed.) The
+daemon's share is its part of the core at N shards: its fixed part plus N times its own I / S and C x L / 1,000.
 
 N is given twice. The JVM compiles its hot code in its JIT compiler threads for minutes after it starts, at every
 load it meets for the first time, and the benchmark's windows all fall in those minutes: the compilers' CPU is
@@ -162,6 +166,8 @@ def render_performance_doc(report: dict[str, Any]) -> str:
         "### The pod's CPU by process",
         "",
         *pod_cpu_tables(report),
+        "",
+        *write_limit_table(report),
         "",
         "### Charts",
         "",

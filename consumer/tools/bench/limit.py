@@ -9,9 +9,11 @@ spends on a batch is what the same batch costs at the limit. What writing the pr
 processor section (:func:`~consumer.tools.bench.pod_cpu.put_cost`, batches of 1,000 too). The steps: put
 ``limit_backlog`` rides on fresh streams; start the pod; let the first ``limit_warmup`` rides through unmeasured
 (the JVM compiles its hot code); measure the pod's CPU by process until its metrics count the whole backlog; then
-an idle window with the same settings (the leases held, every shard polled once a second, no rides). The JVM is
-still compiling in both windows: its compiler threads are counted apart
-(:class:`~consumer.tools.bench.pod_cpu.PodCpu`). :func:`~consumer.tools.bench.pod_cpu.write_limit_summary` derives the
+an idle window with the same settings (the leases held, every shard polled once a second, no rides). Then a second
+pod with ``limit_more_shards`` shards leased and no rides, idle as long: the two idle windows split the daemon's idle
+cost into what does not grow with shards and what each one adds. The JVM is still compiling in the windows: its
+compiler threads are counted apart
+(:class:`~consumer.tools.bench.pod_cpu.PodCpu`). :func:`~consumer.tools.bench.per_core.write_limit_summary` derives the
 shards per core."""
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ import time
 from typing import Any
 
 from consumer.runtime.settings import Settings
+from consumer.tools.bench.accounting import pod_processes
 from consumer.tools.bench.config import BenchConfig, say
 from consumer.tools.bench.model import BenchModel
+from consumer.tools.bench.per_core import write_limit_summary
 from consumer.tools.bench.pod import BenchPod
-from consumer.tools.bench.pod_cpu import PodCpu, write_limit_summary
+from consumer.tools.bench.pod_cpu import PodCpu
 from consumer.tools.bench.rides import Rides
 
 __all__ = ["write_limit_run"]
@@ -58,6 +62,31 @@ def _batches(metrics_url: str | None) -> tuple[float, float]:
         elif sample.name == f"{_BATCHES}_sum":
             records += sample.value
     return count, records
+
+
+def _idle_pod(config: BenchConfig, model: BenchModel, shards: int, settings: dict[str, str]) -> dict[str, Any]:
+    """A pod's idle window with ``shards`` leased and no rides ever put: once a worker runs for every shard and
+    ``limit_settle_seconds`` more have passed (the start's own work done), ``limit_idle_seconds`` long."""
+    from consumer.tools.harness import wait_for
+
+    with BenchPod(model, config.work_dir, purpose="idle", shards=shards, settings=settings) as pod:
+        pod.start()
+        say(f"write limit: a second pod, {shards} shards leased, no rides")
+
+        def leased() -> bool:
+            if not pod.consumer.running():
+                raise RuntimeError(f"the idle pod exited:\n{pod.consumer.tail()}")
+            return len(pod_processes(pod.pid)["workers"]) >= shards
+
+        if not wait_for(leased, timeout=300, interval=1.0):
+            raise RuntimeError(
+                f"the idle pod did not start a worker for each of its {shards} shards:\n{pod.consumer.tail()}"
+            )
+        time.sleep(config.limit_settle_seconds)
+        say(f"write limit: idle for {config.limit_idle_seconds:g} s with {shards} shards")
+        idle = PodCpu(pod.pid)
+        time.sleep(config.limit_idle_seconds)
+        return idle.window(rides=0)
 
 
 def write_limit_run(config: BenchConfig, model: BenchModel, rides: Rides, put_ms_per_1000: float) -> dict[str, Any]:
@@ -95,6 +124,7 @@ def write_limit_run(config: BenchConfig, model: BenchModel, rides: Rides, put_ms
         idle = PodCpu(pod.pid)
         time.sleep(config.limit_idle_seconds)
         idle_window = idle.window(rides=0)
+    more_idle = _idle_pod(config, model, config.limit_more_shards, settings)
     return {
         "settings": settings,
         "backlog": config.limit_backlog,
@@ -102,5 +132,7 @@ def write_limit_run(config: BenchConfig, model: BenchModel, rides: Rides, put_ms
         "batches": int(batches),
         "batch_records": int(records_after - records_before),
         "mean_batch_records": round(mean_batch, 1),
-        **write_limit_summary(shards, idle_window, window, put_ms_per_1000),
+        **write_limit_summary(
+            shards, idle_window, window, put_ms_per_1000, more_shards_idle=(config.limit_more_shards, more_idle)
+        ),
     }

@@ -6,7 +6,8 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from consumer.tools.bench.pod_cpu import pod_cpu_goals, pod_cpu_tables, rate_label
+from consumer.tools.bench.per_core import shards_per_core_goals, write_limit_table
+from consumer.tools.bench.pod_cpu import pod_cpu_tables, rate_label
 
 __all__ = [
     "SECTIONS",
@@ -114,7 +115,7 @@ def goals(report: dict[str, Any]) -> list[dict[str, Any]]:
             "<=",
         ),
         ("compiled vs sklearn on the held-out week, max abs diff (minutes)", agreement, 1e-3, "<="),
-        *pod_cpu_goals(report),
+        *shards_per_core_goals(report),
         *_serving_goals(report),
     ]
     checked = []
@@ -342,6 +343,8 @@ def format_table(report: dict[str, Any]) -> str:
         *shards_table(report),
         "",
         *pod_cpu_tables(report),
+        "",
+        *write_limit_table(report),
         "",
         *batch_table(report),
         "",
