@@ -17,14 +17,9 @@ _REFUSED = {"Data": b"{}", "PartitionKey": ""}  # Kinesis wants a partition key 
 
 @pytest.fixture
 def client(local_stack, monkeypatch):
-    required = {
-        "MODEL_URI": "models:/ride-duration/1",
-        "INPUT_STREAM_NAME": "rides",
-        "PREDICTIONS_STREAM_NAME": "predictions",
-        "DEAD_LETTER_STREAM_NAME": "dead-letters",
-        "KCL_APPLICATION_NAME": "sink-client-test",
-    }
-    for name, value in {**required, **local_stack.env()}.items():
+    from tests.unit.conftest import REQUIRED
+
+    for name, value in {**REQUIRED, **local_stack.env()}.items():
         monkeypatch.setenv(name, value)
     return sink_client(load_settings())
 
