@@ -11,7 +11,7 @@ from typing import NamedTuple
 import pytest
 
 from consumer.tools.bench.accounting import jit_threads_cpu_seconds
-from consumer.tools.bench.per_core import daemon_idle_split, shards_per_core, write_limit_summary
+from consumer.tools.bench.per_core import daemon_idle_split, shard_cost_by_role, shards_per_core, write_limit_summary
 from consumer.tools.bench.pod_cpu import SUSTAINED_DRAIN_SECONDS, pod_cpu_summary, put_cost, rate_label, sustained
 
 #: ms of CPU per second while idle with 3 shards leased, and ms per 1,000 rides above idle, by role.
@@ -228,3 +228,24 @@ def test_a_noisy_pair_of_idle_windows_never_makes_either_part_of_the_daemons_idl
 def test_two_idle_windows_with_the_same_shard_count_cannot_split_anything():
     with pytest.raises(ValueError, match="same shard count"):
         daemon_idle_split((2, {"daemon": 20.0}), (2, {"daemon": 22.0}))
+
+
+def test_what_a_shard_is_charged_by_role_adds_up_to_its_cost_with_the_fixed_roles_left_to_f():
+    idle = _window(0, {"launcher": 0.004, "fork_server": 0.002, "daemon": 0.020, "workers": 0.001})
+    backlog = _window(1000, {"launcher": 0.005, "fork_server": 0.002, "daemon": 0.040, "workers": 0.031})
+    more = _window(0, {"launcher": 0.004, "daemon": 0.028})
+    summary = write_limit_summary(2, idle, backlog, put_ms_per_1000=10.0, more_shards_idle=(6, more))
+
+    idle_share, rides = shard_cost_by_role(
+        summary["idle"]["ms_per_second"],
+        summary["ms_per_1000_rides_above_idle_with_put"],
+        2,
+        daemon_fixed_ms_per_second=summary["daemon_idle_split"]["fixed_ms_per_second"],
+    )
+
+    assert idle_share["launcher"] == idle_share["fork_server"] == 0.0
+    # The daemon's 20 ms/s less its fixed 16, over 2 shards; the workers' 1 over 2.
+    assert idle_share["daemon"] == pytest.approx(2.0) and idle_share["workers"] == pytest.approx(0.5)
+    assert sum(idle_share.values()) + sum(rides.values()) == pytest.approx(
+        summary["shards_per_core_jit_included"]["shard_ms_per_second"], abs=0.01
+    )

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from consumer.tools.bench.accounting import ROLE_LABELS, ROLES
+from consumer.tools.bench.per_core import shard_cost_by_role
 from consumer.tools.bench.pod_cpu import CPU_ROLE_LABELS, CPU_ROLES, rate_label
 
 __all__ = ["CHARTS", "charts_of", "draw_charts"]
@@ -87,15 +88,13 @@ def _cpu(report: dict[str, Any], path: Path) -> Path:
     rates_axes.legend(fontsize="x-small")
     limit = run.get("write_limit")
     if limit is not None:
-        shards = limit["shards"]
-        idle = limit["idle"]["ms_per_second"]
-        above = limit["ms_per_1000_rides_above_idle_with_put"]
-        daemon_fixed = limit.get("daemon_idle_split", {}).get("fixed_ms_per_second", 0.0)
-        per_role = {
-            role: (idle.get(role, 0.0) - (daemon_fixed if role == "daemon" else 0.0)) / shards
-            + above.get(role, 0.0) * limit["write_limit_per_shard"] / 1000
-            for role in CPU_ROLES
-        }
+        idle, rides = shard_cost_by_role(
+            limit["idle"]["ms_per_second"],
+            limit["ms_per_1000_rides_above_idle_with_put"],
+            limit["shards"],
+            daemon_fixed_ms_per_second=limit.get("daemon_idle_split", {}).get("fixed_ms_per_second", 0.0),
+        )
+        per_role = {role: idle[role] + rides[role] for role in CPU_ROLES}
         _stacked(shard_axes, [f"{limit['write_limit_per_shard']:,} rides/s"], [per_role], CPU_ROLES, CPU_ROLE_LABELS)
         shard_axes.set_ylabel("ms of CPU per second")
         warmed = limit["shards_per_core"]["shards_per_core"]

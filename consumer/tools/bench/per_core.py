@@ -14,6 +14,7 @@ __all__ = [
     "GOAL_SHARDS_PER_CORE",
     "SHARD_WRITE_LIMIT",
     "daemon_idle_split",
+    "shard_cost_by_role",
     "shards_per_core",
     "shards_per_core_goals",
     "write_limit_summary",
@@ -52,19 +53,13 @@ def shards_per_core(
     share is given of a shard's cost (its I / S and C * L / 1000) and of the core at N shards (its fixed part too)."""
     daemon_fixed = daemon_fixed_ms_per_second if "daemon" in roles else 0.0
     fixed = sum(idle_ms_per_second.get(role, 0.0) for role in roles if role in _FIXED_ROLES) + daemon_fixed
-    scaling_idle = sum(idle_ms_per_second.get(role, 0.0) for role in roles if role not in _FIXED_ROLES)
-    idle_per_shard = (scaling_idle - daemon_fixed) / shards
-    rides_per_shard = sum(above_idle_ms_per_1000.get(role, 0.0) for role in roles) * SHARD_WRITE_LIMIT / 1000
-    per_shard = idle_per_shard + rides_per_shard
-    daemon_roles = [role for role in roles if role in ("daemon", "jit")]
-    daemon = (
-        sum(
-            idle_ms_per_second.get(role, 0.0) / shards
-            + above_idle_ms_per_1000.get(role, 0.0) * SHARD_WRITE_LIMIT / 1000
-            for role in daemon_roles
-        )
-        - daemon_fixed / shards
+    idle, rides = shard_cost_by_role(
+        idle_ms_per_second, above_idle_ms_per_1000, shards, daemon_fixed_ms_per_second=daemon_fixed
     )
+    idle_per_shard = sum(idle[role] for role in roles)
+    rides_per_shard = sum(rides[role] for role in roles)
+    per_shard = idle_per_shard + rides_per_shard
+    daemon = sum(idle[role] + rides[role] for role in roles if role in ("daemon", "jit"))
     n = (1000 - fixed) / per_shard
     return {
         "pod_fixed_ms_per_second": round(fixed, 2),
@@ -76,6 +71,26 @@ def shards_per_core(
         "daemon_share_of_a_shard": round(daemon / per_shard, 3),
         "daemon_share_of_the_core": round((daemon_fixed + n * daemon) / 1000, 3),
     }
+
+
+def shard_cost_by_role(
+    idle_ms_per_second: dict[str, float],
+    above_idle_ms_per_1000: dict[str, float],
+    shards: int,
+    *,
+    daemon_fixed_ms_per_second: float = 0.0,
+) -> tuple[dict[str, float], dict[str, float]]:
+    """What :func:`shards_per_core` charges one shard at the write limit, by role (:data:`CPU_ROLES`), ms of CPU per
+    second: its idle share (I / S: a scaling role's idle cost over the S shards, the daemon's less its fixed part;
+    none for the fixed roles, which F carries) and its rides (C x L / 1,000)."""
+    idle = {
+        role: 0.0
+        if role in _FIXED_ROLES
+        else (idle_ms_per_second.get(role, 0.0) - (daemon_fixed_ms_per_second if role == "daemon" else 0.0)) / shards
+        for role in CPU_ROLES
+    }
+    rides = {role: above_idle_ms_per_1000.get(role, 0.0) * SHARD_WRITE_LIMIT / 1000 for role in CPU_ROLES}
+    return idle, rides
 
 
 def daemon_idle_split(few: tuple[int, dict[str, float]], many: tuple[int, dict[str, float]]) -> dict[str, Any]:
@@ -118,6 +133,7 @@ def write_limit_summary(
     per_1000["workers"] = round(per_1000["workers"] + put_ms_per_1000, 2)
     per_1000["pod"] = round(per_1000["pod"] + put_ms_per_1000, 2)
     split: dict[str, Any] = {}
+    daemon_fixed = 0.0
     if more_shards_idle is not None:
         more_shards, more_window = more_shards_idle
         more_figures = idle_figures(more_window)
@@ -127,7 +143,7 @@ def write_limit_summary(
                 (shards, idle_now["ms_per_second"]), (more_shards, more_figures["ms_per_second"])
             ),
         }
-    daemon_fixed = split["daemon_idle_split"]["fixed_ms_per_second"] if split else 0.0
+        daemon_fixed = split["daemon_idle_split"]["fixed_ms_per_second"]
     idle_ms = idle_now["ms_per_second"]
     return {
         "shards": shards,
