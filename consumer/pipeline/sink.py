@@ -9,9 +9,9 @@ tests.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import Any, Protocol
 
 import structlog
 from botocore.exceptions import (
@@ -28,9 +28,6 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_ran
 from consumer.errors import SinkError
 from consumer.pipeline.deadline import Deadline, StopWithin
 
-if TYPE_CHECKING:  # boto3-stubs, a development dependency
-    from mypy_boto3_kinesis import KinesisClient
-
 __all__ = [
     "MAX_BYTES_PER_PUT",
     "MAX_BYTES_PER_RECORD",
@@ -40,6 +37,7 @@ __all__ = [
     "MemorySink",
     "NullSink",
     "PutResult",
+    "PutsRecords",
     "Sink",
     "chunked",
 ]
@@ -82,6 +80,15 @@ class PutResult:
 
     shard_id: str
     sequence_number: str
+
+
+class PutsRecords(Protocol):
+    """A Kinesis client's ``put_records(StreamName=..., Records=[{"Data": bytes, "PartitionKey": str}])``: the
+    processors' :class:`~consumer.runtime.putrecords.PutRecordsClient`, or boto3's client (the tools). It answers
+    as boto3 does and raises botocore's exceptions."""
+
+    @property
+    def put_records(self) -> Callable[..., Mapping[str, Any]]: ...
 
 
 class Sink(Protocol):
@@ -129,15 +136,16 @@ class _SomeNotWritten(Exception):
 class KinesisSink:
     """PutRecords to one stream with capped exponential backoff and full jitter between attempts.
 
-    Only the entries that failed are sent again (matched by position in the response). The boto3 client should
-    have its own retries off (``max_attempts=1``) so that this loop is the only one and its budget is known. The
+    Only the entries that failed are sent again (matched by position in the response). The client should not retry
+    on its own (the processors' never does; a boto3 client needs ``max_attempts=1``) so that this loop is the only
+    one and its budget is known. The
     budget is ``max_attempts`` per chunk, within the batch's deadline: no call starts after it, and no backoff
     that would end after it is waited.
     """
 
     def __init__(
         self,
-        client: KinesisClient,
+        client: PutsRecords,
         stream_name: str,
         *,
         max_attempts: int = 8,

@@ -24,8 +24,9 @@ from consumer.pipeline.batch import Model
 from consumer.pipeline.meter import ShardMetrics
 from consumer.pipeline.processor import ModelUpdates, RideProcessor
 from consumer.pipeline.sink import KinesisSink, NullSink
-from consumer.runtime.aws import KinesisClient, kinesis_client
+from consumer.runtime.aws import put_records_client
 from consumer.runtime.logs import configure_logging, get_logger
+from consumer.runtime.putrecords import PutRecordsClient
 from consumer.runtime.settings import Settings, load_settings
 
 __all__ = ["GuardedKCLProcess", "main", "sink_client"]
@@ -58,17 +59,11 @@ class GuardedKCLProcess(KCLProcess):  # type: ignore[misc]  # amazon_kclpy is un
         self._report_done(action.action)
 
 
-def sink_client(settings: Settings) -> KinesisClient:
-    """The sinks' Kinesis client: its own retries off, so the sink's loop is the only one, its budget known and
-    every retry logged; botocore's parameter validation off, since the sink builds every request itself and refuses
-    what Kinesis would refuse before sending (the check costs CPU on every PutRecords; Kinesis checks again)."""
+def sink_client(settings: Settings) -> PutRecordsClient:
+    """The sinks' client: PutRecords without botocore's serializer and parser (:mod:`consumer.runtime.putrecords`),
+    never retrying on its own, so that the sink's loop is the only one, its budget known and every retry logged."""
     endpoint = settings.aws_endpoint_url_kinesis
-    return kinesis_client(
-        region=settings.aws_region,
-        endpoint_url=str(endpoint) if endpoint else None,
-        max_attempts=1,
-        validate_parameters=False,
-    )
+    return put_records_client(region=settings.aws_region, endpoint_url=str(endpoint) if endpoint else None)
 
 
 def _updates(follower: Follower) -> ModelUpdates:

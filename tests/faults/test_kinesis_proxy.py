@@ -9,7 +9,7 @@ from structlog.testing import capture_logs
 
 from consumer.errors import SinkError
 from consumer.pipeline.sink import Entry, KinesisSink
-from consumer.runtime.aws import kinesis_client
+from consumer.runtime.aws import put_records_client
 from consumer.tools.streams import DUMMY_CREDENTIALS
 from consumer.tools.tail import read_all
 from tests.faults.kinesis_proxy import FailCalls, KinesisProxy, ThrottleEntries
@@ -22,10 +22,8 @@ def proxy(local_stack):
 
 
 def sink_through(proxy: KinesisProxy, stream: str, **options) -> KinesisSink:
-    """The processors' sink, its client as theirs (botocore's own retries off), talking to the proxy."""
-    client = kinesis_client(
-        region="us-east-1", endpoint_url=proxy.endpoint, credentials=DUMMY_CREDENTIALS, max_attempts=1
-    )
+    """The processors' sink, its client as theirs (PutRecords that never retries on its own), talking to the proxy."""
+    client = put_records_client(region="us-east-1", endpoint_url=proxy.endpoint, credentials=DUMMY_CREDENTIALS)
     return KinesisSink(client, stream, backoff_first_seconds=0.01, backoff_max_seconds=0.05, **options)
 
 
