@@ -328,3 +328,11 @@ def test_web_service_pdb_and_network_policy_point_at_the_web_pods_only():
     policy = manifest("NetworkPolicy", folder=WEB)["spec"]
     assert policy["podSelector"]["matchLabels"].items() <= labels.items()
     assert {port["port"] for rule in policy["ingress"] for port in rule["ports"]} <= port_names
+
+
+def test_the_benchmark_charges_scrapes_at_the_podmonitors_interval():
+    from consumer.tools.bench.limit import SCRAPE_INTERVAL_SECONDS
+
+    podmonitor = yaml.safe_load((K8S / "monitoring" / "podmonitor.yaml").read_text())
+    [endpoint] = podmonitor["spec"]["podMetricsEndpoints"]
+    assert endpoint["interval"] == f"{SCRAPE_INTERVAL_SECONDS:g}s"

@@ -249,3 +249,20 @@ def test_what_a_shard_is_charged_by_role_adds_up_to_its_cost_with_the_fixed_role
     assert sum(idle_share.values()) + sum(rides.values()) == pytest.approx(
         summary["shards_per_core_jit_included"]["shard_ms_per_second"], abs=0.01
     )
+
+
+def test_prometheus_scrapes_are_charged_to_the_pods_fixed_cost_at_their_interval():
+    # One read of /metrics costs 6 ms; Prometheus reads every 30 s: 0.2 ms/s more in F, nothing per shard.
+    idle = _window(0, {"launcher": 0.004, "daemon": 0.020})
+    backlog = _window(1000, {"launcher": 0.004, "daemon": 0.020 + 0.020, "workers": 0.030})
+    scrape = {"scrapes": 20, "ms_per_scrape": 6.0, "interval_seconds": 30.0}
+
+    without = write_limit_summary(2, idle, backlog, put_ms_per_1000=10.0)
+    scraped = write_limit_summary(2, idle, backlog, put_ms_per_1000=10.0, scrape=scrape)
+
+    assert scraped["scrape"] == scrape
+    per_core, before = scraped["shards_per_core"], without["shards_per_core"]
+    assert per_core["pod_fixed_ms_per_second"] == pytest.approx(before["pod_fixed_ms_per_second"] + 0.2)
+    assert per_core["shard_ms_per_second"] == before["shard_ms_per_second"]
+    assert per_core["shards_per_core"] == pytest.approx((1000 - 4.2) / 70, abs=0.05)
+    assert scraped["shards_per_core_jit_included"]["pod_fixed_ms_per_second"] == pytest.approx(4.2)

@@ -89,8 +89,10 @@ are at the end of this page, and its whole report, runs included, is [performanc
   while it also takes the predictions back. So a backlog of rides is put on fresh streams first, and a pod with the
   fork server and the production settings (the JVM's options included) reads it in full batches, discarding its
   predictions (`BENCH_DISCARD_OUTPUT`): after a first part unmeasured, the pod's CPU by process until its metrics
-  count the whole backlog, then an idle window with the same settings, and one of a second pod with more shards
-  leased and no rides (it splits the daemon's idle cost: below). The window's rides are the batches
+  count the whole backlog (read by the benchmark from the pod's metrics folder, not through the launcher's
+  /metrics, whose every read costs the launcher CPU), then an idle window with the same settings, what one read of
+  /metrics costs, and an idle window of a second pod with more shards leased and no rides (it splits the daemon's
+  idle cost: below). The window's rides are the batches
   finished in it, from the pod's own metrics, less one batch per shard (those in flight when it opened, part of
   whose CPU was spent before): the cost per ride errs high. What writing the predictions costs is the processor
   section's (emulator sink less null sink, per CPU-second, batches of 1,000), added to the workers.
@@ -111,11 +113,11 @@ are at the end of this page, and its whole report, runs included, is [performanc
 Figures are medians of the runs (the daemon part runs once per mode).
 
 **Shards per core.** A shard brings at most L = {limit:,} records/s (AWS's write limit). With every term in ms of CPU
-per second (1,000 = one core busy): F, the pod's fixed cost (the launcher, the fork server and the part of the
-daemon's idle cost that does not grow with shards); I, the idle cost of what grows with shards (the rest of the
-daemon's: its polls and lease renewals; the record processors, the workers), measured with S shards leased; C, the
-pod's CPU per 1,000 rides, every process included. One shard at the write limit costs I / S + C x L / 1,000, so one
-core keeps up with
+per second (1,000 = one core busy): F, the pod's fixed cost (the launcher, the fork server, the part of the
+daemon's idle cost that does not grow with shards, and Prometheus's reads of /metrics at the PodMonitor's interval);
+I, the idle cost of what grows with shards (the rest of the daemon's: its polls and lease renewals; the record
+processors, the workers), measured with S shards leased; C, the pod's CPU per 1,000 rides, every process included.
+One shard at the write limit costs I / S + C x L / 1,000, so one core keeps up with
 
     N = (1,000 - F) / (I / S + C x L / 1,000)
 

@@ -9,7 +9,10 @@ spends on a batch is what the same batch costs at the limit. What writing the pr
 processor section (:func:`~consumer.tools.bench.pod_cpu.put_cost`, batches of 1,000 too). The steps: put
 ``limit_backlog`` rides on fresh streams; start the pod; let the first ``limit_warmup`` rides through unmeasured
 (the JVM compiles its hot code); measure the pod's CPU by process until its metrics count the whole backlog; then
-an idle window with the same settings (the leases held, every shard polled once a second, no rides). Then a second
+an idle window with the same settings (the leases held, every shard polled once a second, no rides), and what one
+read of its /metrics costs the launcher. The progress is read from the pod's metrics folder by the benchmark itself,
+never through the launcher's /metrics inside a window: Prometheus reads it every ``SCRAPE_INTERVAL_SECONDS``, not at
+the benchmark's pace, so a scrape is charged to the pod's fixed cost at that interval. Then a second
 pod with ``limit_more_shards`` shards leased and no rides, idle as long: the two idle windows split the daemon's idle
 cost into what does not grow with shards and what each one adds. The JVM is still compiling in the windows: its
 compiler threads are counted apart
@@ -21,6 +24,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from consumer.runtime.metricsfolder import MetricsFolder
 from consumer.runtime.settings import Settings
 from consumer.tools.bench.accounting import pod_processes
 from consumer.tools.bench.config import BenchConfig, say
@@ -33,6 +37,13 @@ from consumer.tools.bench.rides import Rides
 __all__ = ["write_limit_run"]
 
 _BATCHES = "ride_consumer_batch_size_records"
+
+#: How often Prometheus reads a pod's /metrics in production: the PodMonitor's interval
+#: (k8s/monitoring/podmonitor.yaml; tests/static/test_manifests.py holds the two equal).
+SCRAPE_INTERVAL_SECONDS = 30.0
+
+#: Reads of /metrics timed for the cost of one.
+_SCRAPES = 20
 
 
 def _production_settings() -> dict[str, str]:
@@ -49,19 +60,29 @@ def _production_settings() -> dict[str, str]:
     }
 
 
-def _batches(metrics_url: str | None) -> tuple[float, float]:
-    """The batches the pod's processors have handled so far and their records, from its /metrics."""
+def _batches(folder: MetricsFolder) -> tuple[float, float]:
+    """The batches the pod's processors have handled so far and their records, read from its metrics folder by
+    this process (the launcher does nothing for it)."""
+    count = records = 0.0
+    for metric in folder.collect():
+        for sample in metric.samples:
+            if sample.name == f"{_BATCHES}_count":
+                count += sample.value
+            elif sample.name == f"{_BATCHES}_sum":
+                records += sample.value
+    return count, records
+
+
+def _scrape_cost(pod: BenchPod, url: str) -> dict[str, Any]:
+    """What one read of the pod's /metrics costs it (the launcher serves it), ms of CPU, from ``_SCRAPES`` reads."""
     from consumer.tools.harness import scrape
 
-    if metrics_url is None:
-        raise RuntimeError("the pod has not logged its metrics server's address")
-    count = records = 0.0
-    for sample in scrape(metrics_url):
-        if sample.name == f"{_BATCHES}_count":
-            count += sample.value
-        elif sample.name == f"{_BATCHES}_sum":
-            records += sample.value
-    return count, records
+    cpu = PodCpu(pod.pid)
+    for _ in range(_SCRAPES):
+        scrape(url)
+    window = cpu.window(rides=0)
+    ms = 1000 * sum(window["cpu_seconds"].values()) / _SCRAPES
+    return {"scrapes": _SCRAPES, "ms_per_scrape": round(ms, 2), "interval_seconds": SCRAPE_INTERVAL_SECONDS}
 
 
 def _idle_pod(config: BenchConfig, model: BenchModel, shards: int, settings: dict[str, str]) -> dict[str, Any]:
@@ -103,15 +124,16 @@ def write_limit_run(config: BenchConfig, model: BenchModel, rides: Rides, put_ms
         pod.start()
         say(f"write limit: the pod reads it in batches of up to {settings['KCL_MAX_RECORDS']}; warming up")
         url = wait_for(pod.consumer.metrics_url, timeout=120)
-        if not wait_for(lambda: _batches(url)[1] >= config.limit_warmup, timeout=600, interval=0.2):
+        # Progress from the pod's metrics folder, read here: a reader of the predictions would load the emulator,
+        # and each read of /metrics would cost the launcher CPU inside the window.
+        folder = MetricsFolder(pod.metrics_dir, compact=False)
+        if not wait_for(lambda: _batches(folder)[1] >= config.limit_warmup, timeout=600, interval=0.2):
             raise RuntimeError(f"the write limit's warm-up did not end:\n{pod.consumer.tail()}")
         cpu = PodCpu(pod.pid)
-        batches_before, records_before = _batches(url)
-        # Progress from the pod's metrics alone, seldom read: a reader of the predictions would load the emulator,
-        # and each read of /metrics costs the launcher CPU inside the window.
-        if not wait_for(lambda: _batches(url)[1] >= config.limit_backlog, timeout=900, interval=5.0):
+        batches_before, records_before = _batches(folder)
+        if not wait_for(lambda: _batches(folder)[1] >= config.limit_backlog, timeout=900, interval=0.5):
             raise RuntimeError(f"the pod's metrics do not count the whole backlog:\n{pod.consumer.tail()}")
-        batches_after, records_after = _batches(url)
+        batches_after, records_after = _batches(folder)
         batches = batches_after - batches_before
         if batches < 3 * shards:
             raise RuntimeError(
@@ -124,6 +146,7 @@ def write_limit_run(config: BenchConfig, model: BenchModel, rides: Rides, put_ms
         idle = PodCpu(pod.pid)
         time.sleep(config.limit_idle_seconds)
         idle_window = idle.window(rides=0)
+        scrape = _scrape_cost(pod, url)
     more_idle = _idle_pod(config, model, config.limit_more_shards, settings)
     return {
         "settings": settings,
@@ -133,6 +156,11 @@ def write_limit_run(config: BenchConfig, model: BenchModel, rides: Rides, put_ms
         "batch_records": int(records_after - records_before),
         "mean_batch_records": round(mean_batch, 1),
         **write_limit_summary(
-            shards, idle_window, window, put_ms_per_1000, more_shards_idle=(config.limit_more_shards, more_idle)
+            shards,
+            idle_window,
+            window,
+            put_ms_per_1000,
+            more_shards_idle=(config.limit_more_shards, more_idle),
+            scrape=scrape,
         ),
     }

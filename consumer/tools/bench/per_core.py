@@ -41,18 +41,24 @@ def shards_per_core(
     roles: tuple[str, ...] = _WARM_ROLES,
     *,
     daemon_fixed_ms_per_second: float = 0.0,
+    scrape_ms_per_second: float = 0.0,
 ) -> dict[str, Any]:
     """How many shards at :data:`SHARD_WRITE_LIMIT` one core keeps up with, and the daemon's share, counting the CPU
     of ``roles`` (by default a warmed JVM's: all but the JIT's compilation).
 
     ``N = (1000 - F) / (I / S + C * L / 1000)`` with every term in ms of CPU per second (1,000 = one core): F the
-    pod's fixed idle cost (the launcher, the fork server, and ``daemon_fixed_ms_per_second``: the part of the
-    daemon's idle cost that does not grow with shards, :func:`daemon_idle_split`), I the idle cost of what scales
+    pod's fixed idle cost (the launcher, the fork server, ``daemon_fixed_ms_per_second``: the part of the
+    daemon's idle cost that does not grow with shards, :func:`daemon_idle_split`, and ``scrape_ms_per_second``:
+    Prometheus's reads of /metrics at their production interval), I the idle cost of what scales
     with shards (the rest of the daemon's: its polls and leases; the record processors, the workers) measured with S
     shards leased, C the pod's CPU per 1,000 rides above idle and L the write limit (1,000 rides/s). The daemon's
     share is given of a shard's cost (its I / S and C * L / 1000) and of the core at N shards (its fixed part too)."""
     daemon_fixed = daemon_fixed_ms_per_second if "daemon" in roles else 0.0
-    fixed = sum(idle_ms_per_second.get(role, 0.0) for role in roles if role in _FIXED_ROLES) + daemon_fixed
+    fixed = (
+        sum(idle_ms_per_second.get(role, 0.0) for role in roles if role in _FIXED_ROLES)
+        + daemon_fixed
+        + scrape_ms_per_second
+    )
     idle, rides = shard_cost_by_role(
         idle_ms_per_second, above_idle_ms_per_1000, shards, daemon_fixed_ms_per_second=daemon_fixed
     )
@@ -120,13 +126,15 @@ def write_limit_summary(
     put_ms_per_1000: float,
     *,
     more_shards_idle: tuple[int, dict[str, Any]] | None = None,
+    scrape: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The **write_limit** figures: the idle window and the backlog's window with production settings (the
     predictions discarded), the cost of writing them (:func:`put_cost`), charged to the workers, and from them the
     shards per core at :data:`SHARD_WRITE_LIMIT` (:func:`shards_per_core`): a warmed JVM's (``shards_per_core``,
     the JIT's compilation left out) and as measured (``shards_per_core_jit_included``). With ``more_shards_idle``
     (a second pod's idle window with more shards leased) the daemon's idle cost is split into a fixed part and a
-    part per shard (:func:`daemon_idle_split`); without it all of it is charged per shard."""
+    part per shard (:func:`daemon_idle_split`); without it all of it is charged per shard. ``scrape`` (what one read
+    of /metrics costs the pod, and Prometheus's interval) adds the scrapes to the pod's fixed cost."""
     idle_now = idle_figures(idle)
     backlog = rate_figures(window, idle_now)
     per_1000 = dict(backlog["ms_per_1000_rides_above_idle"])
@@ -145,18 +153,19 @@ def write_limit_summary(
         }
         daemon_fixed = split["daemon_idle_split"]["fixed_ms_per_second"]
     idle_ms = idle_now["ms_per_second"]
+    scrapes = scrape["ms_per_scrape"] / scrape["interval_seconds"] if scrape is not None else 0.0
+    fixed = {"daemon_fixed_ms_per_second": daemon_fixed, "scrape_ms_per_second": scrapes}
     return {
         "shards": shards,
         "write_limit_per_shard": SHARD_WRITE_LIMIT,
         "idle": idle_now,
         **split,
         "window": backlog,
+        **({"scrape": scrape} if scrape is not None else {}),
         "put_ms_per_1000_rides": put_ms_per_1000,
         "ms_per_1000_rides_above_idle_with_put": per_1000,
-        "shards_per_core": shards_per_core(idle_ms, per_1000, shards, daemon_fixed_ms_per_second=daemon_fixed),
-        "shards_per_core_jit_included": shards_per_core(
-            idle_ms, per_1000, shards, CPU_ROLES, daemon_fixed_ms_per_second=daemon_fixed
-        ),
+        "shards_per_core": shards_per_core(idle_ms, per_1000, shards, **fixed),
+        "shards_per_core_jit_included": shards_per_core(idle_ms, per_1000, shards, CPU_ROLES, **fixed),
     }
 
 
@@ -190,6 +199,7 @@ def write_limit_table(report: dict[str, Any]) -> list[str]:
         *_more_shards_row(limit),
         "",
         *_split_sentence(limit),
+        *_scrape_sentence(limit),
         "| the JVM | F: the pod's fixed cost (ms/s) | I / S: a shard's idle cost (ms/s) | C x L / 1,000: its rides "
         "at the limit (ms/s) | a shard at the limit (ms/s) | shards per core | the daemon's share of the core |",
         "|---|---|---|---|---|---|---|",
@@ -221,6 +231,19 @@ def _split_sentence(limit: dict[str, Any]) -> list[str]:
         f"The daemon's idle cost, JIT apart, is {d_few:.1f} ms/s with {few} shards and {d_many:.1f} with {many}: "
         f"{split['fixed_ms_per_second']:.1f} ms/s whatever the shards (counted in F) and "
         f"{split['per_shard_ms_per_second']:.1f} per shard (in I / S).",
+        "",
+    ]
+
+
+def _scrape_sentence(limit: dict[str, Any]) -> list[str]:
+    scrape = limit.get("scrape")
+    if scrape is None:
+        return []
+    return [
+        f"One read of the pod's /metrics costs it {scrape['ms_per_scrape']:.1f} ms of CPU (the launcher serves it; "
+        f"{scrape['scrapes']} reads timed); Prometheus reads it every {scrape['interval_seconds']:g} s, "
+        f"{scrape['ms_per_scrape'] / scrape['interval_seconds']:.2f} ms/s, counted in F. The windows above hold no "
+        "read of it: the benchmark follows the backlog in the pod's metrics folder.",
         "",
     ]
 

@@ -40,6 +40,7 @@ class BenchPod:
         self.predictions: list[Any] = []
         self._model, self._purpose, self._suffix, self._shards = model, purpose, suffix, shards
         self._settings = dict(settings)
+        self._metrics_dir: Path | None = None
         self._consumer: Any = None
         self._reader: Any = None
 
@@ -82,6 +83,7 @@ class BenchPod:
             work_dir=self.work,
             extra={"MODEL_CACHE_DIR": str(self._model.prepared.parent), **self._settings},
         )
+        self._metrics_dir = Path(env["PROMETHEUS_MULTIPROC_DIR"])
         self._consumer = ConsumerProcess(env, self.work / "consumer.log").start()
 
     @property
@@ -89,6 +91,13 @@ class BenchPod:
         """The :class:`~consumer.tools.harness.ConsumerProcess` (after :meth:`start`)."""
         assert self._consumer is not None, "start() the pod first"
         return self._consumer
+
+    @property
+    def metrics_dir(self) -> Path:
+        """The pod's metrics folder (``PROMETHEUS_MULTIPROC_DIR``), where its shard processes write (after
+        :meth:`start`)."""
+        assert self._metrics_dir is not None, "start() the pod first"
+        return self._metrics_dir
 
     @property
     def pid(self) -> int:
